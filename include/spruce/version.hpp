@@ -1,0 +1,5 @@
+#pragma once
+
+#define SPRUCE_VERSION_MAJOR 0
+#define SPRUCE_VERSION_MINOR 1
+#define SPRUCE_VERSION_PATCH 0

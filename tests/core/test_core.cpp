@@ -1,0 +1,89 @@
+#include <doctest/doctest.h>
+
+#include <array>
+#include <cmath>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include "spruce/spruce.hpp"
+
+using namespace spruce;
+
+TEST_CASE("round_half_even matches Python's round") {
+  CHECK(round_half_even(2.5) == 2.0);
+  CHECK(round_half_even(3.5) == 4.0);
+  CHECK(round_half_even(0.5) == 0.0);
+  CHECK(round_half_even(1.5) == 2.0);
+  CHECK(round_half_even(2.4999999) == 2.0);
+  CHECK(round_half_even(2.5000001) == 3.0);
+  CHECK(round_half_even(-2.5) == -2.0);
+  CHECK(round_half_even(-3.5) == -4.0);
+  CHECK(round_half_even(7.0) == 7.0);
+  // 0.3 * 7 is 2.0999999999999996 in double, as in Python.
+  CHECK(count_from_ratio(0.3, 7) == 2);
+  CHECK(count_from_ratio(0.5, 5) == 2);   // 2.5 -> 2
+  CHECK(count_from_ratio(0.7, 5) == 4);   // 3.5 -> 4
+  CHECK(count_from_ratio(1.5, 5) == 5);   // clamps
+  CHECK(count_from_ratio(-0.2, 5) == 0);  // clamps
+  CHECK(kept_from_ratio(0.3, 64) == 45);  // 44.8 -> 45
+  CHECK_THROWS_AS(count_from_ratio(std::nan(""), 5), spruce::error);
+}
+
+TEST_CASE("tensor_view indexes row-major and strided memory") {
+  std::vector<float> buf(24);
+  for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<float>(i);
+  auto v = make_view(buf, 2, 3, 4);
+  static_assert(decltype(v)::rank() == 3);
+  CHECK(v.size() == 24);
+  CHECK(v.extent(1) == 3);
+  CHECK(v.stride(0) == 12);
+  CHECK(v(1, 2, 3) == 23.0f);
+  CHECK(v.is_contiguous());
+
+  // Transposed 2-D view of a 3 x 8 row-major block: element (j, i) = buf[i * 8 + j].
+  auto t = make_strided_view(buf.data(), std::array<std::size_t, 2>{8, 3},
+                             std::array<std::size_t, 2>{1, 8});
+  CHECK(t(5, 2) == 21.0f);
+  CHECK_FALSE(t.is_contiguous());
+  CHECK(t.is_exhaustive());
+
+  view<const float, 3> cv = v;  // non-const converts to const
+  CHECK(cv(0, 1, 0) == 4.0f);
+  strided_view<float, 3> sv = v;  // row-major converts to strided
+  CHECK(sv.is_contiguous());
+  CHECK(sv(1, 0, 1) == 13.0f);
+
+  tensor_ref<const float> r = t;
+  CHECK(r.rank() == 2);
+  CHECK(r.size() == 24);
+  CHECK(r.offset_of(5 * 3 + 2) == 2 * 8 + 5);
+  CHECK_FALSE(r.is_contiguous());
+}
+
+TEST_CASE("make_view validates its input") {
+  float* null = nullptr;
+  CHECK_THROWS_WITH_AS(make_view(null, 3, 4), doctest::Contains("null data pointer"),
+                       spruce::error);
+  CHECK_NOTHROW(make_view(null, 0, 4));  // an empty view may have no storage
+  std::vector<float> buf(12);
+  CHECK_THROWS_WITH_AS(make_view(buf, 5, 3), doctest::Contains("15 elements"), spruce::error);
+  auto s = make_view(std::span<float>(buf), 3, 4);
+  CHECK(s.extent(0) == 3);
+  const std::vector<float>& cbuf = buf;
+  auto c = make_view(cbuf);
+  static_assert(std::is_same_v<decltype(c)::element_type, const float>);
+  CHECK(c.size() == 12);
+}
+
+TEST_CASE("parallel_chunks covers the range in order") {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{1000}, std::size_t{100000}}) {
+    std::vector<int> hit(n, 0);
+    std::vector<std::size_t> begins(static_cast<std::size_t>(max_threads()) + 1, 0);
+    parallel_chunks(n, [&](std::size_t c, std::size_t, std::size_t b, std::size_t e) {
+      begins[c] = b;
+      for (std::size_t i = b; i < e; ++i) hit[i] += 1;
+    });
+    for (std::size_t i = 0; i < n; ++i) REQUIRE(hit[i] == 1);
+  }
+}
