@@ -1,0 +1,195 @@
+#pragma once
+// Opt-in adapter: spruce views over the memory of Eigen matrices, arrays, maps, blocks,
+// refs and tensors. spruce's core never includes Eigen; include this header to get it.
+//
+// Rules, decided here once so that every overload agrees:
+// - Nothing is copied: the view's data_handle() is the Eigen object's data().
+// - Logical index (i, j, ...) of the view is Eigen's own (i, j, ...), whatever the storage
+//   order; the storage order only shows in the strides.
+// - Row-major objects whose packing is known from their type (plain matrices and arrays,
+//   maps with the default stride, row-major tensors) give a row-major `view`; everything
+//   else gives a `strided_view` whose strides are Eigen's innerStride()/outerStride().
+// - Compile-time vectors (one row or one column) give rank-1 views.
+// - A const object gives a view of const elements, even when Eigen itself would hand out
+//   a mutable pointer (a const TensorMap), so that constness is never silently dropped.
+// - Temporaries that own their storage (Matrix, Array, Tensor, and Ref, which may hold a
+//   private copy) do not bind: the view would dangle. Temporary maps and blocks bind,
+//   because they only point into memory that someone else owns.
+
+#include <Eigen/Core>
+#include <unsupported/Eigen/CXX11/Tensor>
+
+#include <array>
+#include <concepts>
+#include <cstddef>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "spruce/core/error.hpp"
+#include "spruce/core/extents.hpp"
+#include "spruce/core/make_view.hpp"
+#include "spruce/core/tensor_view.hpp"
+
+namespace spruce {
+namespace detail {
+
+// Declared only: overload resolution on these answers "which Eigen base does X derive from".
+template <class D>
+D* eigen_dense_derived(const Eigen::DenseBase<D>*);
+template <class D>
+D* eigen_plain_derived(const Eigen::PlainObjectBase<D>*);
+
+/// An Eigen dense object with a data pointer and strides (Matrix, Array, Map, Ref, Block of
+/// those, Transpose of those).
+template <class X>
+concept eigen_dense_direct =
+    requires {
+      {
+        detail::eigen_dense_derived(static_cast<X*>(nullptr))
+      } -> std::same_as<std::remove_cv_t<X>*>;
+    } && (static_cast<unsigned>(X::Flags) & Eigen::DirectAccessBit) != 0;
+
+template <class X>
+inline constexpr bool eigen_is_ref_v = false;
+template <class P, int O, class S>
+inline constexpr bool eigen_is_ref_v<Eigen::Ref<P, O, S>> = true;
+
+/// Owns (or, for Ref, may own) the memory it exposes, so a temporary of it would dangle.
+template <class X>
+concept eigen_dense_owning =
+    requires { detail::eigen_plain_derived(static_cast<X*>(nullptr)); } ||
+    eigen_is_ref_v<std::remove_cv_t<X>>;
+
+/// Packing (outer stride == inner size, inner stride 1) is a property of the type.
+template <class X>
+inline constexpr bool eigen_packed_v =
+    requires { detail::eigen_plain_derived(static_cast<X*>(nullptr)); };
+template <class P, int O, class S>
+inline constexpr bool eigen_packed_v<Eigen::Map<P, O, S>> =
+    S::OuterStrideAtCompileTime == 0 &&
+    (S::InnerStrideAtCompileTime == 0 || S::InnerStrideAtCompileTime == 1);
+
+/// Eigen tensors with raw, packed storage. `rank` is the number of indices.
+template <class X>
+struct eigen_tensor_traits {
+  static constexpr bool is_tensor = false;
+};
+template <class S, int R, int O, class I>
+struct eigen_tensor_traits<Eigen::Tensor<S, R, O, I>> {
+  static constexpr bool is_tensor = true, owning = true;
+  static constexpr std::size_t rank = static_cast<std::size_t>(R);
+};
+template <class S, class Dims, int O, class I>
+struct eigen_tensor_traits<Eigen::TensorFixedSize<S, Dims, O, I>> {
+  static constexpr bool is_tensor = true, owning = true;
+  static constexpr std::size_t rank = static_cast<std::size_t>(Dims::count);
+};
+template <class P, int O>
+struct eigen_tensor_traits<Eigen::TensorMap<P, O, Eigen::MakePointer>> {
+  static constexpr bool is_tensor = true, owning = false;
+  static constexpr std::size_t rank = static_cast<std::size_t>(P::NumIndices);
+};
+
+template <class X>
+concept eigen_tensor = eigen_tensor_traits<std::remove_cv_t<X>>::is_tensor;
+
+template <class X>
+concept eigen_owning =
+    eigen_dense_owning<X> || (eigen_tensor<X> && eigen_tensor_traits<std::remove_cv_t<X>>::owning);
+
+/// Element type of the view: what data() points to, made const for a const object.
+template <class X>
+using eigen_element_t =
+    std::conditional_t<std::is_const_v<X>,
+                       const std::remove_pointer_t<decltype(std::declval<X&>().data())>,
+                       std::remove_pointer_t<decltype(std::declval<X&>().data())>>;
+
+inline std::size_t eigen_stride(Eigen::Index s, const char* which) {
+  if (s < 0)
+    throw error(std::string("the Eigen object has a negative ") + which + " stride (" +
+                std::to_string(s) +
+                "); spruce strides are non-negative: view the object in forward order, or "
+                "copy it into a plain Eigen matrix first");
+  return static_cast<std::size_t>(s);
+}
+
+}  // namespace detail
+
+/// Lets spruce prune weights that already live in Eigen objects (matrices, arrays, maps
+/// over foreign buffers, blocks, refs, transposes) in place, with no copy in or out: the
+/// view indexes exactly as Eigen does, so a mask computed through it lines up with the
+/// Eigen object element for element. A packed row-major type gives a row-major `view`
+/// (kernels take the flat path without a run-time check); other objects give a
+/// `strided_view` built from Eigen's strides, and compile-time vectors give rank-1 views.
+/// Throws spruce::error when a map has negative strides, which spruce cannot express.
+template <class X>
+  requires detail::eigen_dense_direct<std::remove_reference_t<X>> &&
+           (std::is_lvalue_reference_v<X> ||
+            !detail::eigen_dense_owning<std::remove_reference_t<X>>)
+auto make_view(X&& x) {
+  using D = std::remove_reference_t<X>;
+  using T = detail::eigen_element_t<D>;
+  T* const p = x.data();
+  if constexpr (D::IsVectorAtCompileTime) {
+    const std::size_t n = static_cast<std::size_t>(x.size());
+    if constexpr (static_cast<int>(D::InnerStrideAtCompileTime) == 1) {
+      return view<T, 1>(p, extents<1>(n));
+    } else {
+      const std::size_t s = detail::eigen_stride(x.innerStride(), "inner");
+      return make_strided_view(p, std::array<std::size_t, 1>{n}, std::array<std::size_t, 1>{s});
+    }
+  } else {
+    const std::array<std::size_t, 2> shape{static_cast<std::size_t>(x.rows()),
+                                           static_cast<std::size_t>(x.cols())};
+    constexpr bool row_major = static_cast<bool>(D::IsRowMajor);
+    if constexpr (row_major && detail::eigen_packed_v<std::remove_cv_t<D>>) {
+      return view<T, 2>(p, extents<2>(shape));
+    } else {
+      const std::size_t inner = detail::eigen_stride(x.innerStride(), "inner");
+      const std::size_t outer = detail::eigen_stride(x.outerStride(), "outer");
+      return make_strided_view(p, shape,
+                               row_major ? std::array<std::size_t, 2>{outer, inner}
+                                         : std::array<std::size_t, 2>{inner, outer});
+    }
+  }
+}
+
+/// Lets spruce work on N-d weights (conv kernels, attention heads) held in Eigen tensors
+/// without copying them. Eigen's default column-major tensors become strided views with
+/// strides {1, d0, d0*d1, ...}, so `v(i, j, k)` is still `t(i, j, k)`; RowMajor tensors are
+/// already in spruce's flat order and become row-major views.
+template <class X>
+  requires detail::eigen_tensor<std::remove_reference_t<X>> &&
+           (std::is_lvalue_reference_v<X> || !detail::eigen_owning<std::remove_reference_t<X>>)
+auto make_view(X&& t) {
+  using D = std::remove_reference_t<X>;
+  using T = detail::eigen_element_t<D>;
+  constexpr std::size_t R = detail::eigen_tensor_traits<std::remove_cv_t<D>>::rank;
+  static_assert(R >= 1 && R <= max_rank,
+                "spruce::make_view: spruce views have rank 1 to 8; reshape the Eigen tensor "
+                "(e.g. a rank-0 tensor to rank 1) before viewing it");
+  std::array<std::size_t, R> shape{};
+  for (std::size_t r = 0; r < R; ++r) shape[r] = static_cast<std::size_t>(t.dimensions()[r]);
+  T* const p = t.data();
+  if constexpr (static_cast<int>(D::Layout) == static_cast<int>(Eigen::RowMajor)) {
+    return view<T, R>(p, extents<R>(shape));
+  } else {
+    std::array<std::size_t, R> strides{};
+    std::size_t s = 1;
+    for (std::size_t r = 0; r < R; ++r) {
+      strides[r] = s;
+      s *= shape[r];
+    }
+    return make_strided_view(p, shape, strides);
+  }
+}
+
+/// A view of a temporary Matrix, Array, Tensor or Ref would dangle as soon as the full
+/// expression ends, so it does not compile: name the object, then view it.
+template <class X>
+  requires(!std::is_lvalue_reference_v<X>) &&
+          (detail::eigen_dense_direct<X> || detail::eigen_tensor<X>) && detail::eigen_owning<X>
+void make_view(X&&) = delete;
+
+}  // namespace spruce
