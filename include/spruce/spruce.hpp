@@ -14,3 +14,6 @@
 #include "spruce/core/shape.hpp"
 #include "spruce/core/tensor_ref.hpp"
 #include "spruce/core/tensor_view.hpp"
+#include "spruce/select/key.hpp"
+#include "spruce/select/kth.hpp"
+#include "spruce/metrics/metrics.hpp"

@@ -1,0 +1,128 @@
+// Selection and the fine-grained magnitude mask at 1e5, 1e6 and 1e7 elements: spruce beside
+// the std::nth_element route (abs copy + nth_element + compare) and a memcpy of the same
+// bytes, in one process so that ratios come from one run.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "spruce/spruce.hpp"
+
+namespace {
+
+constexpr double sparsity = 0.7;
+
+const std::vector<float>& weights(std::size_t n) {
+  static std::vector<float> w;
+  if (w.size() != n) {
+    w.resize(n);
+    std::mt19937 rng(7);
+    std::normal_distribution<float> g(0.0f, 0.05f);
+    for (float& x : w) x = g(rng);
+  }
+  return w;
+}
+
+void set_counters(benchmark::State& st, std::size_t n) {
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(n));
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) *
+                       static_cast<std::int64_t>(n * sizeof(float)));
+}
+
+// Candidate: score (|w| fused into the key), select, write the byte mask.
+void threshold_mask_spruce(benchmark::State& st) {
+  const auto n = static_cast<std::size_t>(st.range(0));
+  const auto& w = weights(n);
+  const std::size_t count = spruce::count_from_ratio(sparsity, n);
+  for (auto _ : st) {
+    auto m = spruce::select::lowest_mask<spruce::select::by_magnitude>(
+        w, count, spruce::select::tie_break::all_equal);
+    benchmark::DoNotOptimize(m.data());
+  }
+  set_counters(st, n);
+}
+
+void exact_mask_spruce(benchmark::State& st) {
+  const auto n = static_cast<std::size_t>(st.range(0));
+  const auto& w = weights(n);
+  const std::size_t count = spruce::count_from_ratio(sparsity, n);
+  for (auto _ : st) {
+    auto m = spruce::select::lowest_mask<spruce::select::by_magnitude>(
+        w, count, spruce::select::tie_break::lower_index);
+    benchmark::DoNotOptimize(m.data());
+  }
+  set_counters(st, n);
+}
+
+// Baseline: what a C++ port of the lab does: abs copy, nth_element, compare.
+void threshold_mask_nth_element(benchmark::State& st) {
+  const auto n = static_cast<std::size_t>(st.range(0));
+  const auto& w = weights(n);
+  const std::size_t count = spruce::count_from_ratio(sparsity, n);
+  for (auto _ : st) {
+    std::vector<float> a(n);
+    for (std::size_t i = 0; i < n; ++i) a[i] = std::abs(w[i]);
+    std::nth_element(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(count - 1), a.end());
+    const float t = a[count - 1];
+    std::vector<std::uint8_t> m(n);
+    for (std::size_t i = 0; i < n; ++i) m[i] = std::abs(w[i]) > t;
+    benchmark::DoNotOptimize(m.data());
+  }
+  set_counters(st, n);
+}
+
+// The bandwidth ceiling: copying the weights once.
+void threshold_mask_memcpy(benchmark::State& st) {
+  const auto n = static_cast<std::size_t>(st.range(0));
+  const auto& w = weights(n);
+  std::vector<float> dst(n);
+  for (auto _ : st) {
+    std::memcpy(dst.data(), w.data(), n * sizeof(float));
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+  }
+  set_counters(st, n);
+}
+
+void kth_spruce(benchmark::State& st) {
+  const auto n = static_cast<std::size_t>(st.range(0));
+  const auto& w = weights(n);
+  const std::size_t count = spruce::count_from_ratio(sparsity, n);
+  for (auto _ : st) {
+    auto r = spruce::select::kth_smallest<spruce::select::by_magnitude>(w, count);
+    benchmark::DoNotOptimize(r);
+  }
+  set_counters(st, n);
+}
+
+void kth_nth_element(benchmark::State& st) {
+  const auto n = static_cast<std::size_t>(st.range(0));
+  const auto& w = weights(n);
+  const std::size_t count = spruce::count_from_ratio(sparsity, n);
+  for (auto _ : st) {
+    std::vector<float> a(n);
+    for (std::size_t i = 0; i < n; ++i) a[i] = std::abs(w[i]);
+    std::nth_element(a.begin(), a.begin() + static_cast<std::ptrdiff_t>(count - 1), a.end());
+    benchmark::DoNotOptimize(a[count - 1]);
+  }
+  set_counters(st, n);
+}
+
+void sizes(benchmark::internal::Benchmark* b) {
+  b->Arg(100000)->Arg(1000000)->Arg(10000000)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace
+
+BENCHMARK(threshold_mask_spruce)->Name("threshold_mask/spruce")->Apply(sizes);
+BENCHMARK(exact_mask_spruce)->Name("threshold_mask/spruce_exact")->Apply(sizes);
+BENCHMARK(threshold_mask_nth_element)->Name("threshold_mask/nth_element")->Apply(sizes);
+BENCHMARK(threshold_mask_memcpy)->Name("threshold_mask/memcpy")->Apply(sizes);
+BENCHMARK(kth_spruce)->Name("kth/spruce")->Apply(sizes);
+BENCHMARK(kth_nth_element)->Name("kth/nth_element")->Apply(sizes);
+
+BENCHMARK_MAIN();
