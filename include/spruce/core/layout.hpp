@@ -94,6 +94,7 @@ struct layout_stride {
     /// True when the strides are exactly row-major (extents of 1 may carry any stride):
     /// the flat row-major index then equals the offset, and kernels take the flat path.
     SPRUCE_HD constexpr bool is_row_major_contiguous() const noexcept {
+      if (e_.size() == 0) return true;  // an empty view has nothing to misplace
       index_type expect = 1;
       for (std::size_t r = rank; r-- > 0;) {
         if (e_.extent(r) != 1 && s_[r] != expect) return false;

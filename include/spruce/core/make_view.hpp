@@ -88,6 +88,8 @@ view<const T, 1> make_view(const std::vector<T, A>& v) {
 /// A temporary vector would dangle: keep the vector alive and view it.
 template <class T, class A, class... I>
 void make_view(std::vector<T, A>&&, I...) = delete;
+template <class T, class A, class... I>
+void make_view(const std::vector<T, A>&&, I...) = delete;
 
 template <class T, class A, std::integral... I>
   requires(sizeof...(I) >= 1)

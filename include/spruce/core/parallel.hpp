@@ -37,7 +37,7 @@ void parallel_chunks(std::size_t n, F&& f, std::size_t min_parallel = parallel_t
     {
       const std::size_t t = static_cast<std::size_t>(omp_get_thread_num());
       const std::size_t nt = static_cast<std::size_t>(omp_get_num_threads());
-      // 128-bit-safe split: n * t may overflow for n near 2^64, so divide first.
+      // Divide first: n * t could overflow for very large n.
       const std::size_t q = n / nt, r = n % nt;
       const std::size_t b = t * q + (t < r ? t : r);
       const std::size_t e = b + q + (t < r ? 1 : 0);

@@ -35,6 +35,28 @@ class tensor_ref {
     }
   }
 
+  /// Row-major (or, with `strides`, strided) view of `p` with a run-time shape. Throws
+  /// spruce::error for a rank outside [1, max_rank], a strides list of another length, or
+  /// a null pointer with a non-zero size.
+  tensor_ref(T* p, std::span<const index_type> shape, std::span<const index_type> strides = {})
+      : p_(p), rank_(shape.size()) {
+    if (rank_ == 0 || rank_ > max_rank)
+      throw error("tensor rank " + std::to_string(rank_) + " is not supported; spruce views have "
+                  "rank 1 to " + std::to_string(max_rank) + " (reshape the tensor)");
+    if (!strides.empty() && strides.size() != rank_)
+      throw error("shape " + shape_string(shape) + " has rank " + std::to_string(rank_) + " but " +
+                  std::to_string(strides.size()) + " strides were given; pass one per axis");
+    index_type run = 1;
+    for (std::size_t r = rank_; r-- > 0;) {
+      e_[r] = shape[r];
+      s_[r] = strides.empty() ? run : strides[r];
+      run *= shape[r];
+    }
+    if (p == nullptr && size() != 0)
+      throw error("null data pointer for a tensor of shape " + shape_string(shape) +
+                  "; pass the tensor's storage");
+  }
+
   /// A view of non-const elements converts to a view of const ones.
   template <class U>
     requires(!std::is_same_v<U, T> && std::is_convertible_v<U (*)[], T (*)[]>)
@@ -63,6 +85,7 @@ class tensor_ref {
 
   /// True when element with flat row-major index i lives at data()[i].
   constexpr bool is_contiguous() const noexcept {
+    if (empty()) return true;  // nothing can be misplaced
     index_type expect = 1;
     for (std::size_t r = rank_; r-- > 0;) {
       if (e_[r] != 1 && s_[r] != expect) return false;

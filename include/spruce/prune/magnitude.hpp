@@ -1,0 +1,57 @@
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "spruce/core/elementwise.hpp"
+#include "spruce/core/tensor_ref.hpp"
+#include "spruce/prune/mask.hpp"
+#include "spruce/select/kth.hpp"
+#include "spruce/selection/rule.hpp"
+
+namespace spruce {
+
+/// Fine-grained magnitude pruning: element granularity with L1 importance (|w|). Returns
+/// the keep mask that selection rule `sel` gives for `w`; `w` is not modified. The L1
+/// score is fused into the selection key, so no score buffer is built for contiguous
+/// views; strided views are gathered once. Throws spruce::error (naming `name`) for a
+/// NaN weight, a NaN sparsity or an exact count larger than the tensor.
+template <selection::rule S, select::score_type T>
+mask magnitude_mask(const tensor_ref<const T>& w, const S& sel, const std::string& name = {}) {
+  const std::size_t n = w.size();
+  const std::size_t count = sel.count(n, detail::tensor_label(name));
+  std::vector<T> gathered;
+  const T* p = w.data();
+  if (!w.is_contiguous()) {
+    gathered.resize(n);
+    detail::gather(w, gathered.data());
+    p = gathered.data();
+  }
+  std::vector<std::uint8_t> keep = select::lowest_mask<select::by_magnitude>(
+      std::span<const T>(p, n), count, S::ties, detail::tensor_label(name));
+  return mask(w.shape(), std::move(keep));
+}
+
+template <selection::rule S, class T, class E, class L>
+mask magnitude_mask(const tensor_view<T, E, L, host_space>& w, const S& sel,
+                    const std::string& name = {}) {
+  return magnitude_mask(tensor_ref<const std::remove_const_t<T>>(w), sel, name);
+}
+
+/// Prunes `w` in place (the lab's fine_grained_prune): computes the magnitude mask, zeroes
+/// the pruned weights and returns the mask. On error nothing is written.
+template <selection::rule S, select::score_type T>
+mask magnitude_prune(const tensor_ref<T>& w, const S& sel, const std::string& name = {}) {
+  mask m = magnitude_mask(tensor_ref<const T>(w), sel, name);
+  detail::apply_keep(w, m.data());
+  return m;
+}
+
+template <selection::rule S, class T, class E, class L>
+mask magnitude_prune(const tensor_view<T, E, L, host_space>& w, const S& sel,
+                     const std::string& name = {}) {
+  return magnitude_prune(tensor_ref<T>(w), sel, name);
+}
+
+}  // namespace spruce

@@ -1,0 +1,119 @@
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "spruce/core/elementwise.hpp"
+#include "spruce/core/error.hpp"
+#include "spruce/core/shape.hpp"
+#include "spruce/core/tensor_ref.hpp"
+
+namespace spruce {
+
+/// A keep mask: one byte per weight, 1 = keep, 0 = pruned, in the weight's flat row-major
+/// order whatever the weight's layout. It owns its bytes and remembers the shape it was
+/// computed for, so applying it to a tensor of another shape is caught. Bytes rather than
+/// bits because applying a byte mask vectorises at memory speed.
+class mask {
+ public:
+  mask() = default;
+
+  /// A mask of `shape` with every byte set to `value` (1: keep everything).
+  explicit mask(std::span<const std::size_t> shape, std::uint8_t value = 1)
+      : mask(shape, std::vector<std::uint8_t>(checked_size(shape), value ? 1 : 0), no_check{}) {}
+
+  /// Adopts `bytes` (each 0 or 1) as the mask of `shape`. Throws spruce::error when the
+  /// size disagrees with the shape or a byte is neither 0 nor 1.
+  mask(std::span<const std::size_t> shape, std::vector<std::uint8_t> bytes)
+      : mask(shape, std::move(bytes), no_check{}) {
+    if (bytes_.size() != checked_size(shape))
+      throw error("mask bytes: " + std::to_string(bytes_.size()) + " given for shape " +
+                  shape_string(shape) + " of " + std::to_string(checked_size(shape)) +
+                  " elements; pass one byte per element");
+    const auto bad = std::find_if(bytes_.begin(), bytes_.end(), [](std::uint8_t b) { return b > 1; });
+    if (bad != bytes_.end())
+      throw error("mask byte at flat index " + std::to_string(bad - bytes_.begin()) + " is " +
+                  std::to_string(*bad) + "; mask bytes must be 0 (pruned) or 1 (kept)");
+  }
+
+  std::span<const std::size_t> shape() const noexcept { return {shape_.data(), rank_}; }
+  std::size_t rank() const noexcept { return rank_; }
+  std::size_t size() const noexcept { return bytes_.size(); }
+  bool empty() const noexcept { return bytes_.empty(); }
+  const std::uint8_t* data() const noexcept { return bytes_.data(); }
+  std::span<const std::uint8_t> bytes() const noexcept { return bytes_; }
+
+  /// The mask as a read-only tensor view of its bytes.
+  tensor_ref<const std::uint8_t> ref() const { return {bytes_.data(), shape()}; }
+
+  std::size_t count_kept() const noexcept {
+    std::size_t c = 0;
+    for (std::uint8_t b : bytes_) c += b;
+    return c;
+  }
+  std::size_t count_pruned() const noexcept { return size() - count_kept(); }
+  /// Fraction of pruned elements (0 for an empty mask).
+  double sparsity() const noexcept {
+    return empty() ? 0.0 : static_cast<double>(count_pruned()) / static_cast<double>(size());
+  }
+
+  friend bool operator==(const mask& a, const mask& b) {
+    return std::ranges::equal(a.shape(), b.shape()) && a.bytes_ == b.bytes_;
+  }
+
+ private:
+  struct no_check {};
+  mask(std::span<const std::size_t> shape, std::vector<std::uint8_t> bytes, no_check)
+      : rank_(shape.size()), bytes_(std::move(bytes)) {
+    if (rank_ > max_rank)
+      throw error("mask rank " + std::to_string(rank_) + " exceeds " + std::to_string(max_rank));
+    std::copy(shape.begin(), shape.end(), shape_.begin());
+  }
+  static std::size_t checked_size(std::span<const std::size_t> shape) {
+    std::size_t n = 1;
+    for (std::size_t e : shape) n *= e;
+    return shape.empty() ? 0 : n;
+  }
+
+  std::array<std::size_t, max_rank> shape_{};
+  std::size_t rank_ = 0;
+  std::vector<std::uint8_t> bytes_;
+};
+
+namespace detail {
+
+template <class T, class U>
+void check_same_shape(const tensor_ref<T>& w, std::span<const std::size_t> other,
+                      const std::string& what, const std::string& name) {
+  if (!std::ranges::equal(w.shape(), other))
+    throw error(what + " of shape " + shape_string(other) + " does not match " +
+                tensor_label(name) + " of shape " + shape_string(w.shape()) +
+                "; pass one computed for this tensor");
+}
+
+}  // namespace detail
+
+/// Zeroes the elements of `w` whose mask byte is 0 (sets them to +0). `w` may be any host
+/// view, strided included; use it on weights after an optimizer step and on gradients to
+/// keep pruned weights at zero. Throws spruce::error, leaving `w` untouched, when the
+/// shapes differ.
+template <class T>
+void apply_mask(const tensor_ref<T>& w, const mask& m, const std::string& name = {}) {
+  static_assert(!std::is_const_v<T>, "spruce::apply_mask writes to the tensor: pass a mutable view");
+  detail::check_same_shape<T, std::uint8_t>(w, m.shape(), "mask", name);
+  detail::apply_keep(w, m.data());
+}
+
+template <class T, class E, class L>
+void apply_mask(const tensor_view<T, E, L, host_space>& w, const mask& m,
+                const std::string& name = {}) {
+  apply_mask(tensor_ref<T>(w), m, name);
+}
+
+}  // namespace spruce
