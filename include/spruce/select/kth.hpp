@@ -1,10 +1,13 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
+#include <cstring>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <ranges>
 #include <span>
 #include <string>
@@ -117,7 +120,8 @@ template <class Key>
 struct chunk_state {
   std::size_t lt = 0, gt = 0, bad = 0;
   bool overflow = false;
-  std::vector<candidate<Key>> cand;
+  std::unique_ptr<candidate<Key>[]> cand;  // uninitialised storage, `used` entries valid
+  std::size_t used = 0;
 };
 
 /// Picks a key interval [lo, hi] that very probably holds the key of rank `rank`, from an
@@ -127,8 +131,10 @@ template <class O, class Src>
 void sample_bracket(std::size_t n, const Src& src, std::size_t rank, typename O::key_type& lo,
                     typename O::key_type& hi, double& fraction) {
   using Key = typename O::key_type;
+  // About n / 128 samples, at most 64 K: the bracket narrows as 1 / sqrt(samples) while
+  // the two nth_element calls on the sample grow linearly, and this balances the two.
   constexpr std::size_t run = 32;
-  const std::size_t runs = std::min<std::size_t>(2048, n / (run * 8));
+  const std::size_t runs = std::clamp<std::size_t>(n / (run * 128), 16, 2048);
   std::vector<Key> s;
   s.reserve(runs * run);
   for (std::size_t j = 0; j < runs; ++j) {
@@ -167,23 +173,45 @@ struct bracket_counts {
   std::size_t lt, gt, bad;
 };
 
-/// Counts keys below, above and invalid relative to [lo, hi] over one short block and,
-/// when asked, writes mask = key > hi. Everything arrives by value and the mask is
-/// restrict-qualified: byte stores may alias anything, and without this the compiler
-/// reloads the bounds after every store and gives up on vectorising.
+/// Counts keys below, above and invalid relative to [lo, hi] over one short block, sets
+/// flags[j] = 1 for keys inside the bracket, and, when asked, writes mask = key > hi.
+/// Everything arrives by value and the outputs are restrict-qualified: byte stores may
+/// alias anything, and without this the compiler reloads the bounds after every store and
+/// gives up on vectorising.
 template <class O, bool WriteMask, class Src>
 inline bracket_counts scan_block(const Src src, const std::size_t i0, const std::size_t i1,
                                  const typename O::key_type lo, const typename O::key_type hi,
-                                 std::uint8_t* __restrict mask) {
+                                 std::uint8_t* __restrict mask, std::uint8_t* __restrict flags) {
+  using Key = typename O::key_type;
+  const Key width = static_cast<Key>(hi - lo);
   std::uint32_t lt = 0, gt = 0, bad = 0;
   for (std::size_t i = i0; i < i1; ++i) {
-    const auto k = src(i);
+    const Key k = src(i);
     lt += k < lo;
     gt += k > hi;
     bad += !valid_key<O>(k);
+    flags[i - i0] = static_cast<Key>(k - lo) <= width;
     if constexpr (WriteMask) mask[i] = k > hi;
   }
   return {lt, gt, bad};
+}
+
+/// Appends (index, key) for every set flag of a block, visiting eight flags per load: in-
+/// bracket keys are rare, so most words are zero and the block costs a handful of loads.
+template <class Key, class Src>
+inline std::size_t collect_flagged(const Src src, const std::size_t i0, const std::size_t len,
+                                   const std::uint8_t* flags, candidate<Key>* __restrict out) {
+  std::size_t c = 0;
+  for (std::size_t w = 0; w < len; w += 8) {
+    std::uint64_t word;
+    std::memcpy(&word, flags + w, 8);
+    while (word) {
+      const std::size_t j = w + static_cast<std::size_t>(std::countr_zero(word)) / 8;
+      out[c++] = {i0 + j, src(i0 + j)};
+      word &= word - 1;  // each flag byte is 0 or 1: this clears exactly that flag
+    }
+  }
+  return c;
 }
 
 /// Selects the `count` lowest keys of src(0..n-1) (1 <= count <= n) and, when `mask` is
@@ -214,33 +242,29 @@ key_info<typename O::key_type> select_lowest(std::size_t n, const Src& src, std:
   const std::size_t cap_total = static_cast<std::size_t>(
       std::min(static_cast<double>(n), 2.0 * expected + 4096.0));
   std::vector<chunk_state<Key>> st(chunks);
-  const Key width = static_cast<Key>(hi - lo);
+  constexpr std::size_t blk = 64;
 
   parallel_chunks(n, [&](std::size_t c, std::size_t nc, std::size_t b, std::size_t e) {
     chunk_state<Key>& s = st[c];
-    const std::size_t cap = cap_total / nc + 1024;
-    if (collect) s.cand.reserve(std::min(cap, e - b));
+    const std::size_t cap = std::min(cap_total / nc + 1024, e - b);
+    if (collect) s.cand.reset(new candidate<Key>[cap + blk]);
+    alignas(64) std::uint8_t flags[blk] = {};
     bracket_counts tot{};
-    constexpr std::size_t blk = 64;
     for (std::size_t i0 = b; i0 < e; i0 += blk) {
       const std::size_t i1 = std::min(e, i0 + blk);
-      const bracket_counts bc = mask ? scan_block<O, true>(src, i0, i1, lo, hi, mask)
-                                     : scan_block<O, false>(src, i0, i1, lo, hi, mask);
+      if (i1 - i0 < blk) std::fill(flags, flags + blk, std::uint8_t{0});
+      const bracket_counts bc = mask ? scan_block<O, true>(src, i0, i1, lo, hi, mask, flags)
+                                     : scan_block<O, false>(src, i0, i1, lo, hi, mask, flags);
       tot.lt += bc.lt;
       tot.gt += bc.gt;
       tot.bad += bc.bad;
       if (bc.lt + bc.gt == i1 - i0 || !collect || s.overflow) continue;
-      for (std::size_t i = i0; i < i1; ++i) {
-        const Key k = src(i);
-        // One unsigned compare: `k >= lo && k <= hi` branches on a coin flip per key.
-        if (static_cast<Key>(k - lo) <= width) {
-          if (s.cand.size() == cap) {
-            s.overflow = true;
-            break;
-          }
-          s.cand.push_back({i, k});
-        }
+      if (s.used + (i1 - i0) > cap + blk) {
+        s.overflow = true;
+        continue;
       }
+      s.used += collect_flagged<Key>(src, i0, blk, flags, s.cand.get() + s.used);
+      s.overflow = s.used > cap;
     }
     s.lt = tot.lt;
     s.gt = tot.gt;
@@ -269,8 +293,8 @@ key_info<typename O::key_type> select_lowest(std::size_t n, const Src& src, std:
     std::vector<candidate<Key>> cand;
     cand.reserve(inside);
     for (auto& s : st) {
-      cand.insert(cand.end(), s.cand.begin(), s.cand.end());
-      std::vector<candidate<Key>>().swap(s.cand);
+      cand.insert(cand.end(), s.cand.get(), s.cand.get() + s.used);
+      s.cand.reset();
     }
     const auto sub = radix_select<Key>(
         cand.size(), [&](std::size_t i) { return cand[i].key; }, rank - lt);
