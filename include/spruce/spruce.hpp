@@ -25,3 +25,4 @@
 #include "spruce/prune/magnitude.hpp"
 #include "spruce/prune/masked_parameters.hpp"
 #include "spruce/prune/fine_grained.hpp"
+#include "spruce/core/byte_buffer.hpp"

@@ -37,7 +37,7 @@ TEST_CASE("threshold rule matches the lab's fine_grained_prune on every fixture 
     const auto want = fx::mask_bytes(c["mask"]);
 
     const mask m = magnitude_mask(tensor_ref<const float>(ref), selection::threshold{c["sparsity"].get<double>()});
-    REQUIRE(std::vector<std::uint8_t>(m.bytes().begin(), m.bytes().end()) == want);
+    REQUIRE(std::ranges::equal(m.bytes(), want));
     CHECK(w == original);  // computing a mask writes nothing
 
     magnitude_prune(ref, selection::threshold{c["sparsity"].get<double>()});
@@ -59,7 +59,7 @@ TEST_CASE("exact rule matches torch.nn.utils.prune.l1_unstructured on every fixt
                                      ? selection::exact(c["amount"].get<long>())
                                      : selection::exact(c["amount"].get<double>());
     const mask m = magnitude_mask(ref, sel);
-    REQUIRE(std::vector<std::uint8_t>(m.bytes().begin(), m.bytes().end()) == fx::mask_bytes(c["mask"]));
+    REQUIRE(std::ranges::equal(m.bytes(), fx::mask_bytes(c["mask"])));
     CHECK(std::ranges::equal(m.shape(), shape));
     ++i;
   }

@@ -38,10 +38,10 @@ kth_result<T> naive_kth(const std::vector<T>& v, std::size_t k, bool magnitude) 
 }
 
 template <class T>
-std::vector<std::uint8_t> naive_mask(const std::vector<T>& v, std::size_t count, tie_break ties,
+byte_buffer naive_mask(const std::vector<T>& v, std::size_t count, tie_break ties,
                                      bool magnitude) {
   const std::size_t n = v.size();
-  std::vector<std::uint8_t> m(n, 1);
+  byte_buffer m(n, 1);
   if (count == 0) return m;
   if (ties == tie_break::all_equal) {
     const T t = naive_kth(v, count, magnitude).value;
@@ -179,4 +179,22 @@ TEST_CASE("bad counts and sizes are errors") {
                        doctest::Contains("cannot select 4"), spruce::error);
   std::vector<float> empty;
   CHECK(lowest_mask(empty, 0, tie_break::all_equal).empty());
+}
+
+TEST_CASE("a heavy tie straddling the sampled bracket falls back to radix select") {
+  // Half zeros, half distinct values: the bracket around the median spans the whole block
+  // of zeros, overflows the candidate buffer, and radix select must take over.
+  const std::size_t n = 100000;
+  std::vector<float> v(n, 0.0f);
+  for (std::size_t i = 0; i < n; i += 2) v[i] = 1.0f + static_cast<float>(i) * 1e-5f;
+  for (std::size_t count : {n / 2 - 1, n / 2, n / 2 + 1, n / 2 + 7}) {
+    CAPTURE(count);
+    const auto k = kth_smallest(v, count);
+    const auto want = naive_kth(v, count, false);
+    CHECK(k.value == want.value);
+    CHECK(k.less == want.less);
+    CHECK(k.equal == want.equal);
+    for (tie_break ties : {tie_break::all_equal, tie_break::lower_index})
+      CHECK(lowest_mask(v, count, ties) == naive_mask(v, count, ties, false));
+  }
 }

@@ -28,7 +28,7 @@ mask magnitude_mask(const tensor_ref<const T>& w, const S& sel, const std::strin
     detail::gather(w, gathered.data());
     p = gathered.data();
   }
-  std::vector<std::uint8_t> keep = select::lowest_mask<select::by_magnitude>(
+  byte_buffer keep = select::lowest_mask<select::by_magnitude>(
       std::span<const T>(p, n), count, S::ties, detail::tensor_label(name));
   return mask(w.shape(), std::move(keep));
 }

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "spruce/core/byte_buffer.hpp"
 #include "spruce/core/elementwise.hpp"
 #include "spruce/core/error.hpp"
 #include "spruce/core/shape.hpp"
@@ -26,11 +27,11 @@ class mask {
 
   /// A mask of `shape` with every byte set to `value` (1: keep everything).
   explicit mask(std::span<const std::size_t> shape, std::uint8_t value = 1)
-      : mask(shape, std::vector<std::uint8_t>(checked_size(shape), value ? 1 : 0), no_check{}) {}
+      : mask(shape, byte_buffer(checked_size(shape), value ? 1 : 0), no_check{}) {}
 
   /// Adopts `bytes` (each 0 or 1) as the mask of `shape`. Throws spruce::error when the
   /// size disagrees with the shape or a byte is neither 0 nor 1.
-  mask(std::span<const std::size_t> shape, std::vector<std::uint8_t> bytes)
+  mask(std::span<const std::size_t> shape, byte_buffer bytes)
       : mask(shape, std::move(bytes), no_check{}) {
     if (bytes_.size() != checked_size(shape))
       throw error("mask bytes: " + std::to_string(bytes_.size()) + " given for shape " +
@@ -69,7 +70,7 @@ class mask {
 
  private:
   struct no_check {};
-  mask(std::span<const std::size_t> shape, std::vector<std::uint8_t> bytes, no_check)
+  mask(std::span<const std::size_t> shape, byte_buffer bytes, no_check)
       : rank_(shape.size()), bytes_(std::move(bytes)) {
     if (rank_ > max_rank)
       throw error("mask rank " + std::to_string(rank_) + " exceeds " + std::to_string(max_rank));
@@ -83,7 +84,7 @@ class mask {
 
   std::array<std::size_t, max_rank> shape_{};
   std::size_t rank_ = 0;
-  std::vector<std::uint8_t> bytes_;
+  byte_buffer bytes_;
 };
 
 namespace detail {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "spruce/core/byte_buffer.hpp"
 #include "spruce/core/error.hpp"
 #include "spruce/core/parallel.hpp"
 #include "spruce/select/key.hpp"
@@ -137,9 +138,15 @@ void sample_bracket(std::size_t n, const Src& src, std::size_t rank, typename O:
   const std::size_t runs = std::clamp<std::size_t>(n / (run * 128), 16, 2048);
   std::vector<Key> s;
   s.reserve(runs * run);
+  // Stratified: one run at a pseudo-random offset inside each of `runs` equal strata, so
+  // a periodic tensor (per-channel scales, repeated kernels) cannot alias with the sample
+  // spacing. The offsets come from a fixed hash of the stratum: results are repeatable.
+  const std::size_t stratum = n / runs;
   for (std::size_t j = 0; j < runs; ++j) {
-    const std::size_t start = static_cast<std::size_t>(
-        static_cast<double>(n - run) * static_cast<double>(j) / static_cast<double>(runs - 1));
+    std::uint64_t h = (j + 1) * 0x9E3779B97F4A7C15ull;
+    h = (h ^ (h >> 31)) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 29;
+    const std::size_t start = j * stratum + static_cast<std::size_t>(h % (stratum - run + 1));
     for (std::size_t i = start; i < start + run; ++i) {
       const Key k = src(i);
       if (valid_key<O>(k)) s.push_back(k);
@@ -259,10 +266,7 @@ key_info<typename O::key_type> select_lowest(std::size_t n, const Src& src, std:
       tot.gt += bc.gt;
       tot.bad += bc.bad;
       if (bc.lt + bc.gt == i1 - i0 || !collect || s.overflow) continue;
-      if (s.used + (i1 - i0) > cap + blk) {
-        s.overflow = true;
-        continue;
-      }
+      // used <= cap here, so the cap + blk buffer has room for a whole block.
       s.used += collect_flagged<Key>(src, i0, blk, flags, s.cand.get() + s.used);
       s.overflow = s.used > cap;
     }
@@ -349,8 +353,8 @@ kth_result<detail::range_value<R>> kth_smallest(const R& scores, std::size_t k,
 /// Throws spruce::error for a count larger than the number of scores or a NaN score.
 template <template <class> class Order = by_value, std::ranges::contiguous_range R>
   requires score_type<detail::range_value<R>>
-std::vector<std::uint8_t> lowest_mask(const R& scores, std::size_t count, tie_break ties,
-                                      const std::string& name = {}) {
+byte_buffer lowest_mask(const R& scores, std::size_t count, tie_break ties,
+                        const std::string& name = {}) {
   using T = detail::range_value<R>;
   using O = Order<T>;
   const T* p = std::ranges::data(scores);
@@ -362,9 +366,9 @@ std::vector<std::uint8_t> lowest_mask(const R& scores, std::size_t count, tie_br
   const auto src = [p](std::size_t i) { return O::key(p[i]); };
   if (count == 0) {
     detail::validate_scores<O>(n, src, name);
-    return std::vector<std::uint8_t>(n, 1);
+    return byte_buffer(n, 1);
   }
-  std::vector<std::uint8_t> mask(n);
+  byte_buffer mask(n);  // not zeroed: every byte is written below
   detail::select_lowest<O>(n, src, count, ties, mask.data(), name);
   return mask;
 }
