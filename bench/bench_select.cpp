@@ -39,25 +39,15 @@ void run(benchmark::State& st, std::size_t n, F&& body) {
 }
 
 
-// Candidate: score (|w| fused into the key), select, write the byte mask.
-void threshold_mask_spruce(benchmark::State& st) {
+// Candidate: score (|w| fused into the key), select, write the byte mask; the threshold
+// rule (ties pruned together) or the exact rule (ties by lower index).
+template <spruce::select::tie_break Ties>
+void mask_spruce(benchmark::State& st) {
   const auto n = static_cast<std::size_t>(st.range(0));
   const auto& w = weights(n);
   const std::size_t count = spruce::count_from_ratio(sparsity, n);
   run(st, n, [&] {
-    auto m = spruce::select::lowest_mask<spruce::select::by_magnitude>(
-        w, count, spruce::select::tie_break::all_equal);
-    benchmark::DoNotOptimize(m.data());
-  });
-}
-
-void exact_mask_spruce(benchmark::State& st) {
-  const auto n = static_cast<std::size_t>(st.range(0));
-  const auto& w = weights(n);
-  const std::size_t count = spruce::count_from_ratio(sparsity, n);
-  run(st, n, [&] {
-    auto m = spruce::select::lowest_mask<spruce::select::by_magnitude>(
-        w, count, spruce::select::tie_break::lower_index);
+    auto m = spruce::select::lowest_mask<spruce::select::by_magnitude>(w, count, Ties);
     benchmark::DoNotOptimize(m.data());
   });
 }
@@ -122,8 +112,8 @@ int main(int argc, char** argv) {
     void (*fn)(benchmark::State&);
   };
   const variant variants[] = {{"threshold_mask/memcpy", threshold_mask_memcpy},
-                              {"threshold_mask/spruce", threshold_mask_spruce},
-                              {"threshold_mask/spruce_exact", exact_mask_spruce},
+                              {"threshold_mask/spruce", mask_spruce<spruce::select::tie_break::all_equal>},
+                              {"threshold_mask/spruce_exact", mask_spruce<spruce::select::tie_break::lower_index>},
                               {"threshold_mask/nth_element", threshold_mask_nth_element},
                               {"kth/spruce", kth_spruce},
                               {"kth/nth_element", kth_nth_element}};

@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <random>
 #include <string>
 #include <vector>
@@ -225,4 +226,84 @@ TEST_CASE("fine_grained_prune validates the whole table before touching any tens
   auto reg = fine_grained_prune<selection::exact>(params, {{"a", 0.5}});
   CHECK(a == std::vector<float>{0, 0, 3, 4});
   (void)b1;
+}
+
+// ---- selection-rule conformance: every rule, spruce's and a user's, through one set of
+// invariants (the policy issue extends this to granularities and criteria).
+
+namespace {
+
+/// A user-defined rule written outside spruce: keep the `keep` largest magnitudes, i.e.
+/// prune n - keep (clamped), ties by lower index. It plugs in with no change to spruce.
+struct keep_top {
+  std::size_t keep = 0;
+  static constexpr select::tie_break ties = select::tie_break::lower_index;
+  std::size_t count(std::size_t n, const std::string&) const { return n > keep ? n - keep : 0; }
+};
+
+template <class S>
+S make_rule(double sparsity, std::size_t n) {
+  if constexpr (std::is_same_v<S, keep_top>)
+    return keep_top{n - static_cast<std::size_t>(std::llround(sparsity * static_cast<double>(n)))};
+  else
+    return S{sparsity};
+}
+
+}  // namespace
+
+static_assert(selection::rule<selection::threshold>);
+static_assert(selection::rule<selection::exact>);
+static_assert(selection::rule<keep_top>);
+static_assert(std::is_trivially_copyable_v<selection::threshold>);
+static_assert(std::is_trivially_copyable_v<selection::exact>);
+
+TEST_CASE_TEMPLATE_DEFINE("selection rule conformance", S, selection_rule_conformance) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g;
+  for (std::size_t n : {std::size_t{1}, std::size_t{37}, std::size_t{4096}, std::size_t{70000}}) {
+    for (bool ties : {false, true}) {
+      std::vector<float> w(n);
+      for (float& x : w) x = ties ? std::round(g(rng) * 4.0f) / 4.0f : g(rng);
+      const auto v = make_view(w);
+      std::size_t last_pruned = 0;
+      for (double s : {0.0, 0.3, 0.5, 0.9, 1.0}) {
+        CAPTURE(n);
+        CAPTURE(ties);
+        CAPTURE(s);
+        const S rule = make_rule<S>(s, n);
+        const std::size_t count = rule.count(n, "w");
+        const mask m = magnitude_mask(v, rule, "w");
+        // Shape and count: exactly count pruned, or with the threshold rule every tie too.
+        REQUIRE(m.size() == n);
+        if (S::ties == select::tie_break::lower_index) CHECK(m.count_pruned() == count);
+        else CHECK(m.count_pruned() >= count);
+        // Every kept magnitude is at least every pruned one.
+        float max_pruned = -1.0f, min_kept = std::numeric_limits<float>::infinity();
+        for (std::size_t i = 0; i < n; ++i) {
+          if (m.data()[i]) min_kept = std::min(min_kept, std::abs(w[i]));
+          else max_pruned = std::max(max_pruned, std::abs(w[i]));
+        }
+        CHECK(max_pruned <= min_kept);
+        // Monotone in sparsity.
+        CHECK(m.count_pruned() >= last_pruned);
+        last_pruned = m.count_pruned();
+        // Idempotent: pruning the pruned tensor again with the same rule changes nothing.
+        auto copy = w;
+        magnitude_prune(make_view(copy), rule, "w");
+        const auto once = copy;
+        magnitude_prune(make_view(copy), rule, "w");
+        CHECK(copy == once);
+      }
+    }
+  }
+}
+TEST_CASE_TEMPLATE_INVOKE(selection_rule_conformance, selection::threshold, selection::exact, keep_top);
+
+TEST_CASE("a gradient of another shape is an error and nothing is written") {
+  std::vector<float> w{1, 2, 3, 4, 5, 6}, g1(6, 1.0f), g2(6, 1.0f);
+  const std::vector<named_tensor<float>> params{{"w", make_view(w, 2, 3)}};
+  auto reg = fine_grained_prune(params, {{"w", 0.5}});
+  const std::vector<named_tensor<float>> grads{{"w", make_view(g1, 2, 3)}, {"w", make_view(g2, 3, 2)}};
+  CHECK_THROWS_WITH_AS(reg.apply_to_gradients(grads), doctest::Contains("does not match"), spruce::error);
+  CHECK(g1 == std::vector<float>(6, 1.0f));  // validated all before writing any
 }

@@ -23,6 +23,16 @@ struct key_traits<double> {
   using key_type = std::uint64_t;
 };
 
+namespace detail {
+/// The sign bit and the bits of +inf of T, as keys.
+template <class T>
+struct float_bits {
+  using key_type = typename key_traits<T>::key_type;
+  static constexpr key_type sign = key_type{1} << (sizeof(T) * 8 - 1);
+  static constexpr key_type inf = std::bit_cast<key_type>(std::numeric_limits<T>::infinity());
+};
+}  // namespace detail
+
 template <class T>
 using key_t = typename key_traits<T>::key_type;
 
@@ -33,11 +43,10 @@ concept score_type = std::is_same_v<T, float> || std::is_same_v<T, double>;
 /// (a score of -0 and one of +0 tie, as `<=` says they do). NaN maps outside
 /// [min_key, max_key], which is how the kernels detect it.
 template <score_type T>
-struct by_value {
+struct by_value : private detail::float_bits<T> {
   using value_type = T;
   using key_type = key_t<T>;
-  static constexpr key_type sign = key_type{1} << (sizeof(T) * 8 - 1);
-  static constexpr key_type inf_bits = std::bit_cast<key_type>(std::numeric_limits<T>::infinity());
+  using detail::float_bits<T>::sign;
 
   SPRUCE_HD static constexpr key_type key(T x) noexcept {
     key_type b = std::bit_cast<key_type>(x);
@@ -47,26 +56,25 @@ struct by_value {
   SPRUCE_HD static constexpr T value(key_type k) noexcept {
     return std::bit_cast<T>((k & sign) ? (k & ~sign) : ~k);
   }
-  static constexpr key_type min_key = ~(inf_bits | sign);  // key(-inf)
-  static constexpr key_type max_key = inf_bits | sign;     // key(+inf)
+  static constexpr key_type min_key = ~(detail::float_bits<T>::inf | sign);  // key(-inf)
+  static constexpr key_type max_key = detail::float_bits<T>::inf | sign;     // key(+inf)
 };
 
 /// Orders scores by magnitude |x| without computing it: clearing the sign bit of an IEEE
 /// float gives an integer whose order is the order of |x|. This is the L1 criterion fused
 /// into the key, so fine-grained magnitude pruning never materialises a score buffer.
 template <score_type T>
-struct by_magnitude {
+struct by_magnitude : private detail::float_bits<T> {
   using value_type = T;
   using key_type = key_t<T>;
-  static constexpr key_type sign = key_type{1} << (sizeof(T) * 8 - 1);
-  static constexpr key_type inf_bits = std::bit_cast<key_type>(std::numeric_limits<T>::infinity());
+  using detail::float_bits<T>::sign;
 
   SPRUCE_HD static constexpr key_type key(T x) noexcept {
     return std::bit_cast<key_type>(x) & ~sign;
   }
   SPRUCE_HD static constexpr T value(key_type k) noexcept { return std::bit_cast<T>(k); }
   static constexpr key_type min_key = 0;         // key(0)
-  static constexpr key_type max_key = inf_bits;  // key(inf)
+  static constexpr key_type max_key = detail::float_bits<T>::inf;  // key(inf)
 };
 
 /// A key order: maps a score to an unsigned key and back, and names the valid key range.
