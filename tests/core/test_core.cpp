@@ -87,3 +87,64 @@ TEST_CASE("parallel_chunks covers the range in order") {
     for (std::size_t i = 0; i < n; ++i) REQUIRE(hit[i] == 1);
   }
 }
+
+TEST_CASE("tensor_ref from a pointer and a run-time shape") {
+  std::vector<double> buf(24);
+  for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<double>(i);
+  const std::vector<std::size_t> shape{2, 3, 4};
+  const tensor_ref<double> r(buf.data(), shape);
+  CHECK(r.rank() == 3);
+  CHECK(r.size() == 24);
+  CHECK(r.stride(0) == 12);
+  CHECK(r.stride(2) == 1);
+  CHECK(r.is_contiguous());
+  const std::vector<std::size_t> t_shape{4, 6}, t_strides{1, 4};
+  const tensor_ref<const double> t(buf.data(), t_shape, t_strides);
+  CHECK_FALSE(t.is_contiguous());
+  CHECK(t.offset_of(1 * 6 + 5) == 1 + 5 * 4);
+
+  const std::vector<std::size_t> none, nine(9, 1), two{2, 2};
+  CHECK_THROWS_WITH_AS(tensor_ref<double>(buf.data(), none), doctest::Contains("rank 0"), spruce::error);
+  CHECK_THROWS_WITH_AS(tensor_ref<double>(buf.data(), nine), doctest::Contains("rank 9"), spruce::error);
+  CHECK_THROWS_WITH_AS(tensor_ref<double>(buf.data(), two, shape), doctest::Contains("3 strides"),
+                       spruce::error);
+  // An empty view is contiguous whatever its strides: nothing can be misplaced.
+  const std::vector<std::size_t> e_shape{3, 0}, e_strides{5, 7};
+  CHECK(tensor_ref<double>(nullptr, e_shape, e_strides).is_contiguous());
+  CHECK(make_strided_view(buf.data(), std::array<std::size_t, 2>{3, 0},
+                          std::array<std::size_t, 2>{5, 7})
+            .is_contiguous());
+}
+
+TEST_CASE("for_each_run walks strided views in row-major order from any start") {
+  std::vector<int> buf(7 * 5 * 3);
+  for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = static_cast<int>(i);
+  // Axes permuted (2, 0, 1) of a [7, 5, 3] block: shape [3, 7, 5], strides [1, 15, 3].
+  const std::vector<std::size_t> shape{3, 7, 5}, strides{1, 15, 3};
+  const tensor_ref<const int> v(buf.data(), shape, strides);
+  std::vector<int> want;
+  for (std::size_t a = 0; a < 3; ++a)
+    for (std::size_t b = 0; b < 7; ++b)
+      for (std::size_t c = 0; c < 5; ++c) want.push_back(buf[a + 15 * b + 3 * c]);
+  for (std::size_t begin : {std::size_t{0}, std::size_t{4}, std::size_t{33}}) {
+    std::vector<int> got;
+    detail::for_each_run(v, begin, want.size(),
+                         [&](std::size_t flat, const int* p, std::size_t s, std::size_t len) {
+                           CHECK(flat == begin + got.size());
+                           for (std::size_t i = 0; i < len; ++i) got.push_back(p[i * s]);
+                         });
+    CHECK(std::equal(got.begin(), got.end(), want.begin() + static_cast<std::ptrdiff_t>(begin)));
+  }
+  std::vector<int> gathered(want.size());
+  detail::gather(v, gathered.data());
+  CHECK(gathered == want);
+}
+
+TEST_CASE("byte_buffer constructs, resizes and assigns like a vector") {
+  byte_buffer b(5, 1);
+  CHECK(b.size() == 5);
+  CHECK(b[4] == 1);
+  b.resize(8);
+  b.assign(8, 0);
+  CHECK(b[7] == 0);
+}
