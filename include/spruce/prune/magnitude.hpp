@@ -20,7 +20,6 @@ namespace spruce {
 template <selection::rule S, select::score_type T>
 mask magnitude_mask(const tensor_ref<const T>& w, const S& sel, const std::string& name = {}) {
   const std::size_t n = w.size();
-  const std::size_t count = sel.count(n, detail::tensor_label(name));
   std::vector<T> gathered;
   const T* p = w.data();
   if (!w.is_contiguous()) {
@@ -28,8 +27,8 @@ mask magnitude_mask(const tensor_ref<const T>& w, const S& sel, const std::strin
     detail::gather(w, gathered.data());
     p = gathered.data();
   }
-  byte_buffer keep = select::lowest_mask<select::by_magnitude>(
-      std::span<const T>(p, n), count, S::ties, detail::tensor_label(name));
+  byte_buffer keep = selection::keep_mask<select::by_magnitude>(sel, std::span<const T>(p, n),
+                                                                detail::tensor_label(name));
   return mask(w.shape(), std::move(keep));
 }
 

@@ -1,0 +1,232 @@
+// Policy composition: criteria, group granularities, quantile selection and pruner<G, C, S>
+// against the agreed PyTorch references and a naive group walk.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "spruce/spruce.hpp"
+#include "support/fixtures.hpp"
+
+using namespace spruce;
+namespace fx = spruce_test;
+
+namespace {
+
+void check_close(const std::vector<float>& got, const std::vector<float>& want, const char* what) {
+  CAPTURE(what);
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    CAPTURE(i);
+    CHECK(std::abs(got[i] - want[i]) <= 1e-6f * std::max(1.0f, std::abs(want[i])));
+  }
+}
+
+template <class C>
+std::vector<float> element_scores(const C& c, const std::vector<float>& w, const std::vector<float>& g,
+                                  const std::vector<float>& h) {
+  std::vector<float> s(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) s[i] = c.element(w[i], g[i], h[i]);
+  return s;
+}
+
+template <class G, class C>
+std::vector<float> naive_group_scores(const G& gran, const C& c, const std::vector<float>& w,
+                                      std::span<const std::size_t> shape) {
+  const auto l = gran.layout(shape, "w");
+  std::vector<float> acc(l.groups(), 0.0f);
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    float& a = acc[l.group_of(i)];
+    a = c.reduce(a, c.element(w[i], 0.0f, 0.0f));
+  }
+  for (float& a : acc) a = c.finish(a);
+  return acc;
+}
+
+}  // namespace
+
+TEST_CASE("criteria.json: per-element scores and group reductions") {
+  const auto j = fx::load_fixture("criteria.json");
+  const auto& c = j["cases"][0];
+  const auto shape = fx::shape(c["shape"]);
+  const auto w = fx::values(c["weight"]), g = fx::values(c["grad"]), h = fx::values(c["hessian_diag"]);
+  check_close(element_scores(criterion::l1{}, w, g, h), fx::values(c["l1"]), "l1");
+  check_close(element_scores(criterion::l2{}, w, g, h), fx::values(c["l2"]), "l2");
+  check_close(element_scores(criterion::gradient{}, w, g, h), fx::values(c["gradient"]), "gradient");
+  check_close(element_scores(criterion::taylor{}, w, g, h), fx::values(c["taylor"]), "taylor");
+  check_close(element_scores(criterion::hessian_diagonal{}, w, g, h), fx::values(c["obd"]), "obd");
+
+  const tensor_ref<const float> wv(w.data(), shape), gv(g.data(), shape), hv(h.data(), shape);
+  const auto gamma = fx::values(c["bn_gamma"]);
+  const criterion::inputs<float> in{wv, gv, hv, gamma};
+  check_close(pruner<granularity::filter, criterion::l1, selection::exact>{}.scores(in, "w"),
+              fx::values(c["filter_l1"]), "filter_l1");
+  check_close(pruner<granularity::filter, criterion::l2, selection::exact>{}.scores(in, "w"),
+              fx::values(c["filter_l2"]), "filter_l2");
+  check_close(pruner<granularity::channel, criterion::l2, selection::exact>{}.scores(in, "w"),
+              fx::values(c["input_channel_l2"]), "input_channel_l2");
+  check_close(pruner<granularity::kernel, criterion::l2, selection::exact>{}.scores(in, "w"),
+              fx::values(c["kernel_l2"]), "kernel_l2");
+  check_close(pruner<granularity::vector, criterion::l2, selection::exact>{}.scores(in, "w"),
+              fx::values(c["row_l2"]), "row_l2");
+  check_close(pruner<granularity::filter, criterion::bn_scale, selection::exact>{}.scores(in, "w"),
+              fx::values(c["bn_scale"]), "bn_scale");
+  // Taylor and OBD reduce the same way per filter: the sum of their element scores.
+  const auto taylor = pruner<granularity::filter, criterion::taylor, selection::exact>{}.scores(in, "w");
+  const auto t_el = fx::values(c["taylor"]);
+  for (std::size_t f = 0; f < shape[0]; ++f) {
+    double s = 0;
+    for (std::size_t i = 0; i < w.size() / shape[0]; ++i) s += t_el[f * (w.size() / shape[0]) + i];
+    CHECK(taylor[f] == doctest::Approx(s).epsilon(1e-5));
+  }
+}
+
+TEST_CASE("granularity_quantile.json: L2 group scores and quantile masks") {
+  const auto j = fx::load_fixture("granularity_quantile.json");
+  REQUIRE(j["cases"].size() == 8);
+  for (const auto& c : j["cases"]) {
+    const std::string gname = c["granularity"];
+    CAPTURE(gname);
+    CAPTURE(c["percentile"].get<double>());
+    const auto w = fx::values(c["values"]);
+    const auto shape = fx::shape(c["shape"]);
+    const tensor_ref<const float> wv(w.data(), shape);
+    const selection::quantile q{c["percentile"].get<double>()};
+    auto run = [&](auto gran) {
+      const pruner<decltype(gran), criterion::l2, selection::quantile> p{gran, {}, q};
+      check_close(p.scores(criterion::inputs<float>{wv}, "w"), fx::values(c["group_scores"]), "scores");
+      const mask m = p.compute(wv, "w");
+      CHECK(std::ranges::equal(m.bytes(), fx::mask_bytes(c["mask"])));
+    };
+    if (gname == "vector") run(granularity::vector{});
+    else if (gname == "kernel") run(granularity::kernel{});
+    else if (gname == "filter") run(granularity::filter{});
+    else if (gname == "channel") run(granularity::channel{});
+    else FAIL("unknown granularity " << gname);
+  }
+}
+
+TEST_CASE("torch_ln_structured.json: exact-k over Ln norms of slices") {
+  const auto j = fx::load_fixture("torch_ln_structured.json");
+  REQUIRE(j["cases"].size() == 54);
+  for (const auto& c : j["cases"]) {
+    const auto w = fx::values(c["values"]);
+    const auto shape = fx::shape(c["shape"]);
+    CAPTURE(c["shape"].dump());
+    CAPTURE(c["n"].dump());
+    CAPTURE(c["dim"].get<int>());
+    CAPTURE(c["amount"].dump());
+    const double p = c["n"].is_string() ? std::numeric_limits<double>::infinity() : c["n"].get<double>();
+    const selection::exact sel = c["amount_is_count"].get<bool>() ? selection::exact(c["amount"].get<long>())
+                                                                   : selection::exact(c["amount"].get<double>());
+    const tensor_ref<const float> wv(w.data(), shape);
+    const mask m = c["dim"].get<int>() == 0
+                       ? pruner<granularity::filter, criterion::ln, selection::exact>{{}, {p}, sel}.compute(wv, "w")
+                       : pruner<granularity::channel, criterion::ln, selection::exact>{{}, {p}, sel}.compute(wv, "w");
+    CHECK(std::ranges::equal(m.bytes(), fx::mask_bytes(c["mask"])));
+  }
+}
+
+TEST_CASE_TEMPLATE("group walks match the naive group_of reference", G, granularity::element,
+                   granularity::vector, granularity::kernel, granularity::filter,
+                   granularity::channel, granularity::block) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> g;
+  const std::vector<std::vector<std::size_t>> shapes{
+      {1, 1, 1, 1}, {3, 5, 2, 7}, {64, 33, 3, 3}, {5, 7}, {130, 260}, {2, 3, 4}, {300, 4, 3, 3}};
+  for (const auto& shape : shapes) {
+    if constexpr (std::is_same_v<G, granularity::kernel>)
+      if (shape.size() < 3) continue;
+    CAPTURE(shape_string(shape));
+    std::size_t n = 1;
+    for (std::size_t e : shape) n *= e;
+    std::vector<float> w(n);
+    for (float& x : w) x = g(rng);
+    G gran{};
+    if constexpr (std::is_same_v<G, granularity::block>) gran = {3, 5};
+    const tensor_ref<const float> wv(w.data(), shape);
+    for (auto scores : {pruner<G, criterion::l2, selection::exact>{gran, {}, {}}.scores(criterion::inputs<float>{wv}, "w")}) {
+      const auto want = naive_group_scores(gran, criterion::l2{}, w, shape);
+      REQUIRE(scores.size() == want.size());
+      for (std::size_t i = 0; i < want.size(); ++i) CHECK(scores[i] == doctest::Approx(want[i]).epsilon(1e-5));
+    }
+    // Whole groups are kept or pruned together, and exactly the lowest half of groups go.
+    const pruner<G, criterion::l2, selection::exact> p{gran, {}, selection::exact(0.5)};
+    const mask m = p.compute(wv, "w");
+    const auto l = gran.layout(shape, "w");
+    std::vector<int> seen(l.groups(), -1);
+    for (std::size_t i = 0; i < n; ++i) {
+      int& s = seen[l.group_of(i)];
+      if (s < 0) s = m.data()[i];
+      REQUIRE(s == m.data()[i]);
+    }
+    std::size_t pruned_groups = 0;
+    for (int s : seen) pruned_groups += s == 0;
+    CHECK(pruned_groups == count_from_ratio(0.5, l.groups()));
+  }
+}
+
+TEST_CASE("strided weights score like their contiguous copies") {
+  std::vector<float> buf(40 * 24);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> g;
+  for (float& x : buf) x = g(rng);
+  const auto t = make_strided_view(buf.data(), std::array<std::size_t, 2>{24, 40}, std::array<std::size_t, 2>{1, 24});
+  std::vector<float> copy(buf.size());
+  for (std::size_t a = 0; a < 24; ++a)
+    for (std::size_t b = 0; b < 40; ++b) copy[a * 40 + b] = t(a, b);
+  const pruner<granularity::channel, criterion::l1, selection::threshold> p{{}, {}, {0.4}};
+  CHECK(p.compute(t, "t") == p.compute(make_view(copy, 24, 40), "t"));
+}
+
+TEST_CASE("criterion inputs are validated before anything is computed") {
+  std::vector<float> w(24, 1.0f), g(12, 1.0f);
+  const std::vector<std::size_t> shape{4, 6}, gshape{4, 3};
+  const tensor_ref<const float> wv(w.data(), shape), gv(g.data(), gshape);
+  const pruner<granularity::filter, criterion::taylor, selection::exact> p{{}, {}, selection::exact(1)};
+  CHECK_THROWS_WITH_AS(p.compute(criterion::inputs<float>{wv}, "fc.weight"),
+                       doctest::Contains("needs the grad of tensor 'fc.weight'"), spruce::error);
+  CHECK_THROWS_WITH_AS(p.compute(criterion::inputs<float>{wv, gv}, "fc.weight"),
+                       doctest::Contains("has shape [4, 3] but the weight has shape [4, 6]"), spruce::error);
+  CHECK_THROWS_WITH_AS((pruner<granularity::vector, criterion::l1, selection::exact>{{5}, {}, {}}.compute(wv, "fc.weight")),
+                       doctest::Contains("axis 5 is out of range"), spruce::error);
+  CHECK_THROWS_WITH_AS((pruner<granularity::kernel, criterion::l1, selection::exact>{}.compute(wv, "fc.weight")),
+                       doctest::Contains("rank >= 3"), spruce::error);
+  const std::vector<float> gamma(3, 1.0f);
+  CHECK_THROWS_WITH_AS((pruner<granularity::filter, criterion::bn_scale, selection::exact>{}.compute(
+                           criterion::inputs<float>{wv, {}, {}, gamma}, "fc.weight")),
+                       doctest::Contains("3 BN scales for 4 groups"), spruce::error);
+  CHECK_THROWS_WITH_AS((pruner<granularity::filter, criterion::l1, selection::quantile>{{}, {}, {1.5}}.compute(wv, "fc.weight")),
+                       doctest::Contains("not in [0, 1]"), spruce::error);
+  CHECK_THROWS_AS((pruner<granularity::block, criterion::l1, selection::exact>{{0, 2}, {}, {}}.compute(wv, "fc.weight")),
+                  spruce::error);
+}
+
+TEST_CASE("hessian_accumulator estimates the diagonal as the mean squared gradient") {
+  const std::vector<std::size_t> shape{2, 2};
+  criterion::hessian_accumulator<double> acc(shape);
+  std::vector<double> g1{1, 2, 3, 4}, g2{3, 0, -1, 2};
+  acc.add(tensor_ref<const double>(g1.data(), shape));
+  acc.add(tensor_ref<const double>(g2.data(), shape));
+  const auto d = acc.diagonal();
+  CHECK(acc.batches() == 2);
+  CHECK(d.data()[0] == 5.0);
+  CHECK(d.data()[1] == 2.0);
+  CHECK(d.data()[2] == 5.0);
+  CHECK(d.data()[3] == 10.0);
+  const std::vector<std::size_t> other{4};
+  CHECK_THROWS_AS(acc.add(tensor_ref<const double>(g1.data(), other)), spruce::error);
+}
+
+TEST_CASE("random criterion is reproducible for a seed and differs across seeds") {
+  std::vector<float> w(64 * 9, 1.0f);
+  const auto v = make_view(w, 64, 9);
+  const pruner<granularity::filter, criterion::random, selection::exact> a{{}, {42}, selection::exact(0.5)};
+  const pruner<granularity::filter, criterion::random, selection::exact> b{{}, {43}, selection::exact(0.5)};
+  CHECK(a.compute(v) == a.compute(v));
+  CHECK_FALSE(a.compute(v) == b.compute(v));
+  CHECK(a.compute(v).count_pruned() == 32 * 9);
+}
