@@ -46,3 +46,4 @@
 #include "spruce/prune/group_scores.hpp"
 #include "spruce/prune/pruner.hpp"
 #include "spruce/schedule/schedule.hpp"
+#include "spruce/prune/bit_mask.hpp"

@@ -77,19 +77,26 @@ const T* contiguous(const tensor_ref<const T>& v, std::vector<T>& scratch) {
   return scratch.data();
 }
 
-/// Folds one run with eight independent lanes: a single running sum is a chain of
-/// dependent adds (4 cycles each); eight lanes let the adds overlap and vectorise.
-template <class C, class T>
-inline T reduce_run(const C& c, const T* w, const T* g, const T* h, std::size_t len) {
+/// Folds one run of `len` elements. Long runs use eight independent lanes: a single
+/// running sum is a chain of dependent adds (4 cycles each); eight lanes overlap and
+/// vectorise. Whether the gradient and Hessian are read is a compile-time choice, so the
+/// loop has no per-element branch.
+template <bool G, bool H, class C, class T>
+inline T reduce_run(const C& c, const T* __restrict w, const T* __restrict g,
+                    const T* __restrict h, std::size_t len) {
+  auto el = [&](std::size_t i) { return c.element(w[i], G ? g[i] : T(0), H ? h[i] : T(0)); };
   constexpr std::size_t lanes = 8;
+  if (len < 4 * lanes) {
+    T a = c.template identity<T>();
+    for (std::size_t i = 0; i < len; ++i) a = c.reduce(a, el(i));
+    return a;
+  }
   T acc[lanes];
   for (std::size_t k = 0; k < lanes; ++k) acc[k] = c.template identity<T>();
   std::size_t i = 0;
-  const T zero(0);
   for (; i + lanes <= len; i += lanes)
-    for (std::size_t k = 0; k < lanes; ++k)
-      acc[k] = c.reduce(acc[k], c.element(w[i + k], g ? g[i + k] : zero, h ? h[i + k] : zero));
-  for (; i < len; ++i) acc[0] = c.reduce(acc[0], c.element(w[i], g ? g[i] : zero, h ? h[i] : zero));
+    for (std::size_t k = 0; k < lanes; ++k) acc[k] = c.reduce(acc[k], el(i + k));
+  for (; i < len; ++i) acc[0] = c.reduce(acc[0], el(i));
   T r = acc[0];
   for (std::size_t k = 1; k < lanes; ++k) r = c.reduce(r, acc[k]);
   return r;
@@ -144,7 +151,8 @@ std::vector<T> group_scores(const C& c, const criterion::inputs<T>& in,
         const std::size_t off = r * row_len;
         for (std::size_t j = 0; j < walk.runs; ++j) {
           const std::size_t o = off + j * walk.run;
-          const T v = detail::reduce_run(c, w + o, g ? g + o : nullptr, h ? h + o : nullptr, walk.run);
+          const T v = detail::reduce_run<C::needs_grad, C::needs_hessian>(
+              c, w + o, g ? g + o : nullptr, h ? h + o : nullptr, walk.run);
           T& a = acc[base + walk.run_group[j]];
           a = c.reduce(a, v);
         }
