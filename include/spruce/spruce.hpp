@@ -47,3 +47,4 @@
 #include "spruce/prune/pruner.hpp"
 #include "spruce/schedule/schedule.hpp"
 #include "spruce/prune/bit_mask.hpp"
+#include "spruce/selection/slimming.hpp"

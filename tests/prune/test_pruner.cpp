@@ -230,3 +230,33 @@ TEST_CASE("random criterion is reproducible for a seed and differs across seeds"
   CHECK_FALSE(a.compute(v) == b.compute(v));
   CHECK(a.compute(v).count_pruned() == 32 * 9);
 }
+
+TEST_CASE("network_slimming.json: the reference global BN-scale threshold and masks") {
+  const auto j = fx::load_fixture("network_slimming.json");
+  REQUIRE(j["cases"].size() == 3);
+  for (const auto& c : j["cases"]) {
+    const double percent = c["percent"].get<double>();
+    CAPTURE(percent);
+    // One selection over every layer's |gamma| as if concatenated (small vectors here).
+    std::vector<float> all;
+    std::vector<std::size_t> sizes;
+    for (const auto& g : c["gammas"]) {
+      const auto v = fx::values(g);
+      sizes.push_back(v.size());
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    const selection::slimming rule{percent};
+    const auto t = select::kth_smallest<select::by_magnitude>(all, rule.count(all.size()));
+    CHECK(t.value == static_cast<float>(c["threshold"].get<double>()));
+    const byte_buffer keep = selection::keep_mask<select::by_magnitude>(rule, std::span<const float>(all));
+    std::size_t at = 0;
+    for (std::size_t layer = 0; layer < sizes.size(); ++layer) {
+      const auto want = fx::mask_bytes(c["masks"][layer]);
+      CHECK(std::equal(want.begin(), want.end(), keep.begin() + static_cast<std::ptrdiff_t>(at)));
+      CHECK(static_cast<std::size_t>(std::count(want.begin(), want.end(), 1)) ==
+            c["remaining"][layer].get<std::size_t>());
+      at += sizes[layer];
+    }
+  }
+  CHECK_THROWS_WITH_AS(selection::slimming{1.0}.count(10, "bn"), doctest::Contains("not in [0, 1)"), spruce::error);
+}
