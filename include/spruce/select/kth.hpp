@@ -11,6 +11,7 @@
 #include <ranges>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "spruce/core/byte_buffer.hpp"
@@ -42,70 +43,86 @@ namespace detail {
 /// Below this size the sample-and-bracket pass does not pay for itself.
 inline constexpr std::size_t bracket_min_size = std::size_t{1} << 16;
 
-template <class O, class Src>
-std::size_t first_invalid(std::size_t n, const Src& src) {
-  std::size_t bad = 0;
-  const std::size_t chunks = static_cast<std::size_t>(max_threads());
-  std::vector<std::size_t> part(chunks, 0);
-  parallel_chunks(n, [&](std::size_t c, std::size_t, std::size_t b, std::size_t e) {
-    std::size_t cnt = 0;
-    for (std::size_t i = b; i < e; ++i) cnt += !valid_key<O>(src(i));
-    part[c] = cnt;
-  });
-  for (std::size_t v : part) bad += v;
-  if (bad == 0) return n;
-  for (std::size_t i = 0; i < n; ++i)
-    if (!valid_key<O>(src(i))) return i;
-  return n;
-}
+template <class O>
+struct key_reader {
+  const typename O::value_type* p = nullptr;
+  typename O::key_type operator()(std::size_t i) const { return O::key(p[i]); }
+};
 
-[[noreturn]] inline void throw_nan(const std::string& name, std::size_t index) {
-  throw error((name.empty() ? std::string("score") : "score of " + name) + " at flat index " +
-              std::to_string(index) +
+[[noreturn]] inline void throw_nan(std::string_view name, std::size_t index) {
+  throw error((name.empty() ? std::string("score") : "score of " + std::string(name)) +
+              " at flat index " + std::to_string(index) +
               " is NaN; NaN has no order, so nothing was selected or changed. Replace or "
               "drop NaN values (e.g. check for a diverged training step) before pruning");
 }
 
+/// Throws for the first NaN key (by segment, then index), if any.
 template <class O, class Src>
-void validate_scores(std::size_t n, const Src& src, const std::string& name) {
-  if (const std::size_t i = first_invalid<O>(n, src); i != n) throw_nan(name, i);
+void validate_scores(std::span<const segment<Src>> segs) {
+  for (const auto& sg : segs) {
+    const Src src = sg.src;
+    const std::size_t chunks = static_cast<std::size_t>(max_threads());
+    std::vector<std::size_t> part(chunks, 0);
+    parallel_chunks(sg.n, [&](std::size_t c, std::size_t, std::size_t b, std::size_t e) {
+      std::size_t cnt = 0;
+      for (std::size_t i = b; i < e; ++i) cnt += !valid_key<O>(src(i));
+      part[c] = cnt;
+    });
+    std::size_t bad = 0;
+    for (std::size_t v : part) bad += v;
+    if (bad)
+      for (std::size_t i = 0; i < sg.n; ++i)
+        if (!valid_key<O>(src(i))) throw_nan(sg.name, i);
+  }
 }
 
-/// Writes mask[i] = 0 for the selected (lowest) keys and 1 for the rest, given the
-/// selected key's info. With `lower_index` and a tie that straddles the cut, the first
-/// `count - less` equal keys (by index) are selected; blocks are counted first so that the
-/// write pass can run in parallel and still honour index order.
+/// Writes mask = 1 for keys above the selected one and 0 below, for every segment. With
+/// `lower_index` and a tie straddling the cut, the first `count - less` equal keys (by
+/// segment, then index) are selected; blocks are counted first so the write pass can run
+/// in parallel and still honour that order.
 template <class Key, class Src>
-void write_mask(std::size_t n, const Src& src, const key_info<Key>& info, std::size_t count,
-                tie_break ties, std::uint8_t* mask) {
+void write_mask(std::span<const segment<Src>> segs, const key_info<Key>& info, std::size_t count,
+                tie_break ties) {
   const Key t = info.key;
   if (ties == tie_break::all_equal || info.less + info.equal == count) {
-    parallel_chunks(n, [&](std::size_t, std::size_t, std::size_t b, std::size_t e) {
-      for (std::size_t i = b; i < e; ++i) mask[i] = src(i) > t;
-    });
+    for (const auto& sg : segs) {
+      const Src src = sg.src;
+      std::uint8_t* __restrict m = sg.mask;
+      parallel_chunks(sg.n, [&](std::size_t, std::size_t, std::size_t b, std::size_t e) {
+        for (std::size_t i = b; i < e; ++i) m[i] = src(i) > t;
+      });
+    }
     return;
   }
   const std::size_t need = count - info.less;  // equal keys to select, 0 < need < equal
-  const std::size_t block = std::size_t{1} << 14;
-  const std::size_t blocks = (n + block - 1) / block;
-  std::vector<std::size_t> eq(blocks + 1, 0);
-  parallel_for(0, blocks, [&](std::size_t bi) {
-    const std::size_t b = bi * block, e = std::min(n, b + block);
+  constexpr std::size_t block = std::size_t{1} << 14;
+  struct span_block {
+    std::size_t seg, b, e;
+  };
+  std::vector<span_block> blocks;
+  for (std::size_t s = 0; s < segs.size(); ++s)
+    for (std::size_t b = 0; b < segs[s].n; b += block) blocks.push_back({s, b, std::min(segs[s].n, b + block)});
+  std::vector<std::size_t> eq(blocks.size() + 1, 0);
+  parallel_for(0, blocks.size(), [&](std::size_t bi) {
+    const auto& bl = blocks[bi];
+    const Src src = segs[bl.seg].src;
     std::size_t c = 0;
-    for (std::size_t i = b; i < e; ++i) c += src(i) == t;
+    for (std::size_t i = bl.b; i < bl.e; ++i) c += src(i) == t;
     eq[bi + 1] = c;
   }, 2);
-  for (std::size_t bi = 0; bi < blocks; ++bi) eq[bi + 1] += eq[bi];
-  parallel_for(0, blocks, [&](std::size_t bi) {
-    const std::size_t b = bi * block, e = std::min(n, b + block);
+  for (std::size_t bi = 0; bi < blocks.size(); ++bi) eq[bi + 1] += eq[bi];
+  parallel_for(0, blocks.size(), [&](std::size_t bi) {
+    const auto& bl = blocks[bi];
+    const Src src = segs[bl.seg].src;
+    std::uint8_t* m = segs[bl.seg].mask;
     std::size_t seen = eq[bi];
-    for (std::size_t i = b; i < e; ++i) {
+    for (std::size_t i = bl.b; i < bl.e; ++i) {
       const Key k = src(i);
       if (k == t) {
-        mask[i] = seen >= need;
+        m[i] = seen >= need;
         ++seen;
       } else {
-        mask[i] = k > t;
+        m[i] = k > t;
       }
     }
   }, 2);
@@ -113,7 +130,8 @@ void write_mask(std::size_t n, const Src& src, const key_info<Key>& info, std::s
 
 template <class Key>
 struct candidate {
-  std::size_t index;
+  std::size_t index;  // within its segment
+  std::size_t seg;
   Key key;
 };
 
@@ -125,30 +143,35 @@ struct chunk_state {
   std::size_t used = 0;
 };
 
-/// Picks a key interval [lo, hi] that very probably holds the key of rank `rank`, from an
-/// evenly spread sample of contiguous runs (cache-friendly). Only speed depends on it:
-/// the caller verifies the bracket with exact counts and falls back to radix select.
+/// Picks a key interval [lo, hi] that very probably holds the key of rank `rank`, from a
+/// sample of contiguous runs. Only speed depends on it: the caller verifies the bracket
+/// with exact counts and falls back to radix select.
 template <class O, class Src>
-void sample_bracket(std::size_t n, const Src& src, std::size_t rank, typename O::key_type& lo,
+void sample_bracket(std::span<const segment<Src>> segs, std::size_t rank, typename O::key_type& lo,
                     typename O::key_type& hi, double& fraction) {
   using Key = typename O::key_type;
+  const std::size_t n = total_size(segs);
   // About n / 128 samples, at most 64 K: the bracket narrows as 1 / sqrt(samples) while
   // the two nth_element calls on the sample grow linearly, and this balances the two.
   constexpr std::size_t run = 32;
   const std::size_t runs = std::clamp<std::size_t>(n / (run * 128), 16, 2048);
   std::vector<Key> s;
   s.reserve(runs * run);
-  // Stratified: one run at a pseudo-random offset inside each of `runs` equal strata, so
-  // a periodic tensor (per-channel scales, repeated kernels) cannot alias with the sample
-  // spacing. The offsets come from a fixed hash of the stratum: results are repeatable.
+  // Stratified: one run at a pseudo-random offset inside each of `runs` equal strata of the
+  // concatenation, so a periodic tensor (per-channel scales, repeated kernels) cannot alias
+  // with the sample spacing. The offsets come from a fixed hash: results are repeatable.
   const std::size_t stratum = n / runs;
+  std::size_t seg = 0;
   for (std::size_t j = 0; j < runs; ++j) {
     std::uint64_t h = (j + 1) * 0x9E3779B97F4A7C15ull;
     h = (h ^ (h >> 31)) * 0xBF58476D1CE4E5B9ull;
     h ^= h >> 29;
     const std::size_t start = j * stratum + static_cast<std::size_t>(h % (stratum - run + 1));
-    for (std::size_t i = start; i < start + run; ++i) {
-      const Key k = src(i);
+    while (segs[seg].offset + segs[seg].n <= start) ++seg;
+    const std::size_t local = start - segs[seg].offset;
+    const std::size_t end = std::min(segs[seg].n, local + run);
+    for (std::size_t i = local; i < end; ++i) {
+      const Key k = segs[seg].src(i);
       if (valid_key<O>(k)) s.push_back(k);
     }
   }
@@ -206,74 +229,83 @@ inline bracket_counts scan_block(const Src src, const std::size_t i0, const std:
 /// Appends (index, key) for every set flag of a block, visiting eight flags per load: in-
 /// bracket keys are rare, so most words are zero and the block costs a handful of loads.
 template <class Key, class Src>
-inline std::size_t collect_flagged(const Src src, const std::size_t i0, const std::size_t len,
-                                   const std::uint8_t* flags, candidate<Key>* __restrict out) {
+inline std::size_t collect_flagged(const Src src, const std::size_t seg, const std::size_t i0,
+                                   const std::size_t len, const std::uint8_t* flags,
+                                   candidate<Key>* __restrict out) {
   std::size_t c = 0;
   for (std::size_t w = 0; w < len; w += 8) {
     std::uint64_t word;
     std::memcpy(&word, flags + w, 8);
     while (word) {
       const std::size_t j = w + static_cast<std::size_t>(std::countr_zero(word)) / 8;
-      out[c++] = {i0 + j, src(i0 + j)};
+      out[c++] = {i0 + j, seg, src(i0 + j)};
       word &= word - 1;  // each flag byte is 0 or 1: this clears exactly that flag
     }
   }
   return c;
 }
 
-/// Selects the `count` lowest keys of src(0..n-1) (1 <= count <= n) and, when `mask` is
-/// not null, writes the keep mask. Large inputs take one fused pass: a sampled bracket
-/// [lo, hi] around the target rank is verified by exact counts while the mask is written
-/// for every key outside it and the few keys inside it are set aside with their indices;
-/// the answer is then found among those few. Heavy ties or an unlucky sample fall back to
-/// radix select plus a mask pass. NaN scores are reported before anything is returned.
+/// Selects the `count` lowest keys (1 <= count <= total size) over all segments and, when
+/// the segments carry mask pointers, writes their keep masks. Large inputs take one fused
+/// pass: a sampled bracket [lo, hi] around the target rank is verified by exact counts
+/// while the mask is written for every key outside it and the few keys inside it are set
+/// aside with their positions; the answer is then found among those few. Heavy ties or an
+/// unlucky sample fall back to radix select plus a mask pass. NaN scores are reported
+/// (naming the segment and index) before anything is returned.
 template <class O, class Src>
-key_info<typename O::key_type> select_lowest(std::size_t n, const Src& src, std::size_t count,
-                                             tie_break ties, std::uint8_t* mask,
-                                             const std::string& name) {
+key_info<typename O::key_type> select_lowest(std::span<const segment<Src>> segs, std::size_t count,
+                                             tie_break ties) {
   using Key = typename O::key_type;
+  const std::size_t n = total_size(segs);
   const std::size_t rank = count - 1;
+  const bool write = !segs.empty() && segs.front().mask != nullptr;
   if (n < bracket_min_size) {
-    validate_scores<O>(n, src, name);
-    const auto info = radix_select<Key>(n, src, rank);
-    if (mask) write_mask<Key>(n, src, info, count, ties, mask);
+    validate_scores<O>(segs);
+    const auto info = radix_select<Key>(segs, rank);
+    if (write) write_mask<Key>(segs, info, count, ties);
     return info;
   }
 
   Key lo, hi;
   double fraction;
-  sample_bracket<O>(n, src, rank, lo, hi, fraction);
+  sample_bracket<O>(segs, rank, lo, hi, fraction);
   const bool collect = lo != hi;
   const std::size_t chunks = static_cast<std::size_t>(max_threads());
   const double expected = fraction * static_cast<double>(n);
-  const std::size_t cap_total = static_cast<std::size_t>(
-      std::min(static_cast<double>(n), 2.0 * expected + 4096.0));
-  std::vector<chunk_state<Key>> st(chunks);
+  const double cap_total = std::min(static_cast<double>(n), 2.0 * expected + 4096.0);
+  std::vector<chunk_state<Key>> st(segs.size() * chunks);
   constexpr std::size_t blk = 64;
 
-  parallel_chunks(n, [&](std::size_t c, std::size_t nc, std::size_t b, std::size_t e) {
-    chunk_state<Key>& s = st[c];
-    const std::size_t cap = std::min(cap_total / nc + 1024, e - b);
-    if (collect) s.cand.reset(new candidate<Key>[cap + blk]);
-    alignas(64) std::uint8_t flags[blk] = {};
-    bracket_counts tot{};
-    for (std::size_t i0 = b; i0 < e; i0 += blk) {
-      const std::size_t i1 = std::min(e, i0 + blk);
-      if (i1 - i0 < blk) std::fill(flags, flags + blk, std::uint8_t{0});
-      const bracket_counts bc = mask ? scan_block<O, true>(src, i0, i1, lo, hi, mask, flags)
-                                     : scan_block<O, false>(src, i0, i1, lo, hi, mask, flags);
-      tot.lt += bc.lt;
-      tot.gt += bc.gt;
-      tot.bad += bc.bad;
-      if (bc.lt + bc.gt == i1 - i0 || !collect || s.overflow) continue;
-      // used <= cap here, so the cap + blk buffer has room for a whole block.
-      s.used += collect_flagged<Key>(src, i0, blk, flags, s.cand.get() + s.used);
-      s.overflow = s.used > cap;
-    }
-    s.lt = tot.lt;
-    s.gt = tot.gt;
-    s.bad = tot.bad;
-  });
+  for (std::size_t si = 0; si < segs.size(); ++si) {
+    const segment<Src>& sg = segs[si];
+    const Src src = sg.src;
+    std::uint8_t* const mask = sg.mask;
+    parallel_chunks(sg.n, [&](std::size_t c, std::size_t, std::size_t b, std::size_t e) {
+      chunk_state<Key>& s = st[si * chunks + c];
+      const std::size_t cap = std::min(
+          static_cast<std::size_t>(cap_total * static_cast<double>(e - b) / static_cast<double>(n)) + 1024,
+          e - b);
+      if (collect) s.cand.reset(new candidate<Key>[cap + blk]);
+      alignas(64) std::uint8_t flags[blk] = {};
+      bracket_counts tot{};
+      for (std::size_t i0 = b; i0 < e; i0 += blk) {
+        const std::size_t i1 = std::min(e, i0 + blk);
+        if (i1 - i0 < blk) std::fill(flags, flags + blk, std::uint8_t{0});
+        const bracket_counts bc = mask ? scan_block<O, true>(src, i0, i1, lo, hi, mask, flags)
+                                       : scan_block<O, false>(src, i0, i1, lo, hi, mask, flags);
+        tot.lt += bc.lt;
+        tot.gt += bc.gt;
+        tot.bad += bc.bad;
+        if (bc.lt + bc.gt == i1 - i0 || !collect || s.overflow) continue;
+        // used <= cap here, so the cap + blk buffer has room for a whole block.
+        s.used += collect_flagged<Key>(src, si, i0, blk, flags, s.cand.get() + s.used);
+        s.overflow = s.used > cap;
+      }
+      s.lt = tot.lt;
+      s.gt = tot.gt;
+      s.bad = tot.bad;
+    });
+  }
 
   std::size_t lt = 0, gt = 0, bad = 0;
   bool overflow = false;
@@ -283,14 +315,14 @@ key_info<typename O::key_type> select_lowest(std::size_t n, const Src& src, std:
     bad += s.bad;
     overflow = overflow || s.overflow;
   }
-  if (bad) throw_nan(name, first_invalid<O>(n, src));
+  if (bad) validate_scores<O>(segs);  // throws, naming the first NaN
 
   const std::size_t inside = n - lt - gt;
   const bool hit = lt <= rank && rank < lt + inside;
   if (hit && !collect) {  // every key in the bracket equals lo
     const key_info<Key> info{lo, lt, inside};
-    if (mask && ties == tie_break::lower_index && lt + inside != count)
-      write_mask<Key>(n, src, info, count, ties, mask);
+    if (write && ties == tie_break::lower_index && lt + inside != count)
+      write_mask<Key>(segs, info, count, ties);
     return info;
   }
   if (hit && !overflow) {
@@ -300,25 +332,28 @@ key_info<typename O::key_type> select_lowest(std::size_t n, const Src& src, std:
       cand.insert(cand.end(), s.cand.get(), s.cand.get() + s.used);
       s.cand.reset();
     }
-    const auto sub = radix_select<Key>(
-        cand.size(), [&](std::size_t i) { return cand[i].key; }, rank - lt);
+    std::vector<Key> keys(cand.size());
+    for (std::size_t i = 0; i < cand.size(); ++i) keys[i] = cand[i].key;
+    const segment<array_reader<Key>> ks{0, keys.size(), {keys.data()}};
+    const auto sub = radix_select<Key>(std::span<const segment<array_reader<Key>>>(&ks, 1), rank - lt);
     const key_info<Key> info{sub.key, lt + sub.less, sub.equal};
-    if (mask) {
+    if (write) {
       const Key t = info.key;
-      std::size_t need = count - info.less;  // equal keys still to select, in index order
+      std::size_t need = count - info.less;  // equal keys still to select, in order
       for (const auto& c : cand) {
+        std::uint8_t& m = segs[c.seg].mask[c.index];
         if (c.key == t && ties == tie_break::lower_index) {
-          mask[c.index] = need == 0;
+          m = need == 0;
           if (need) --need;
         } else {
-          mask[c.index] = c.key > t;
+          m = c.key > t;
         }
       }
     }
     return info;
   }
-  const auto info = radix_select<Key>(n, src, rank);
-  if (mask) write_mask<Key>(n, src, info, count, ties, mask);
+  const auto info = radix_select<Key>(segs, rank);
+  if (write) write_mask<Key>(segs, info, count, ties);
   return info;
 }
 
@@ -326,6 +361,27 @@ template <class R>
 using range_value = std::remove_cv_t<std::ranges::range_value_t<R>>;
 
 }  // namespace detail
+
+/// The k-th smallest over several score arrays as if concatenated (global scope), without
+/// building the concatenation. `names` (one per part, or empty) label errors.
+template <template <class> class Order = by_value, score_type T>
+kth_result<T> kth_smallest(std::span<const std::span<const T>> parts, std::size_t k,
+                           std::span<const std::string> names = {}) {
+  using O = Order<T>;
+  std::vector<detail::segment<detail::key_reader<O>>> segs;
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    segs.push_back({n, parts[i].size(), {parts[i].data()}, nullptr, i < names.size() ? std::string_view(names[i]) : std::string_view()});
+    n += parts[i].size();
+  }
+  if (k == 0 || k > n)
+    throw error("kth_smallest: k = " + std::to_string(k) + " is outside [1, " + std::to_string(n) +
+                "]" + (names.size() == 1 && !names[0].empty() ? " for " + names[0] : "") +
+                "; pass a 1-based rank no larger than the number of scores");
+  const auto info = detail::select_lowest<O>(std::span<const detail::segment<detail::key_reader<O>>>(segs), k,
+                                             tie_break::all_equal);
+  return {O::value(info.key), info.less, info.equal};
+}
 
 /// The k-th smallest score (1 <= k <= n, like torch.kthvalue) with the counts of smaller
 /// and equal scores, in O(n) using every core. `Order` is `by_value` (scores as they are)
@@ -336,41 +392,52 @@ template <template <class> class Order = by_value, std::ranges::contiguous_range
 kth_result<detail::range_value<R>> kth_smallest(const R& scores, std::size_t k,
                                                 const std::string& name = {}) {
   using T = detail::range_value<R>;
-  using O = Order<T>;
-  const T* p = std::ranges::data(scores);
-  const std::size_t n = std::ranges::size(scores);
-  if (k == 0 || k > n)
-    throw error("kth_smallest: k = " + std::to_string(k) + " is outside [1, " +
-                std::to_string(n) + "]" + (name.empty() ? "" : " for " + name) +
-                "; pass a 1-based rank no larger than the number of scores");
-  const auto info = detail::select_lowest<O>(
-      n, [p](std::size_t i) { return O::key(p[i]); }, k, tie_break::all_equal, nullptr, name);
-  return {O::value(info.key), info.less, info.equal};
+  const std::span<const T> one(std::ranges::data(scores), std::ranges::size(scores));
+  return kth_smallest<Order>(std::span<const std::span<const T>>(&one, 1), k,
+                             std::span<const std::string>(&name, 1));
 }
 
-/// The keep mask of the `count` lowest scores (1 = keep, 0 = prune) in a new buffer, with
-/// `ties` deciding scores equal to the count-th smallest; count == 0 keeps everything.
-/// Throws spruce::error for a count larger than the number of scores or a NaN score.
+/// Keep masks (1 = keep, 0 = prune) of the `count` lowest scores over several arrays as if
+/// concatenated, one new buffer per array; `ties` decides scores equal to the count-th
+/// smallest (with `lower_index`, earlier arrays come first). count == 0 keeps everything.
+/// Throws spruce::error for a count larger than the total or a NaN score (naming its array
+/// and index); nothing is returned then.
+template <template <class> class Order = by_value, score_type T>
+std::vector<byte_buffer> lowest_masks(std::span<const std::span<const T>> parts, std::size_t count,
+                                      tie_break ties, std::span<const std::string> names = {}) {
+  using O = Order<T>;
+  std::vector<byte_buffer> masks(parts.size());
+  std::vector<detail::segment<detail::key_reader<O>>> segs;
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    masks[i].resize(parts[i].size());  // not zeroed: every byte is written below
+    segs.push_back({n, parts[i].size(), {parts[i].data()}, masks[i].data(), i < names.size() ? std::string_view(names[i]) : std::string_view()});
+    n += parts[i].size();
+  }
+  if (count > n)
+    throw error("cannot select " + std::to_string(count) + " of the " + std::to_string(n) +
+                " elements of " + (names.size() == 1 && !names[0].empty() ? names[0] : std::string("the scores")) +
+                "; pass a count no larger than the element count");
+  const std::span<const detail::segment<detail::key_reader<O>>> view(segs);
+  if (count == 0) {
+    detail::validate_scores<O>(view);
+    for (auto& m : masks) std::fill(m.begin(), m.end(), std::uint8_t{1});
+  } else {
+    detail::select_lowest<O>(view, count, ties);
+  }
+  return masks;
+}
+
+/// The keep mask of the `count` lowest scores of one array (see lowest_masks).
 template <template <class> class Order = by_value, std::ranges::contiguous_range R>
   requires score_type<detail::range_value<R>>
 byte_buffer lowest_mask(const R& scores, std::size_t count, tie_break ties,
                         const std::string& name = {}) {
   using T = detail::range_value<R>;
-  using O = Order<T>;
-  const T* p = std::ranges::data(scores);
-  const std::size_t n = std::ranges::size(scores);
-  if (count > n)
-    throw error("cannot select " + std::to_string(count) + " of the " + std::to_string(n) +
-                " elements of " + (name.empty() ? std::string("scores") : name) +
-                "; pass a count no larger than the element count");
-  const auto src = [p](std::size_t i) { return O::key(p[i]); };
-  if (count == 0) {
-    detail::validate_scores<O>(n, src, name);
-    return byte_buffer(n, 1);
-  }
-  byte_buffer mask(n);  // not zeroed: every byte is written below
-  detail::select_lowest<O>(n, src, count, ties, mask.data(), name);
-  return mask;
+  const std::span<const T> one(std::ranges::data(scores), std::ranges::size(scores));
+  auto masks = lowest_masks<Order>(std::span<const std::span<const T>>(&one, 1), count, ties,
+                                   std::span<const std::string>(&name, 1));
+  return std::move(masks.front());
 }
 
 }  // namespace spruce::select
