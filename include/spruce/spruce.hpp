@@ -48,3 +48,5 @@
 #include "spruce/schedule/schedule.hpp"
 #include "spruce/prune/bit_mask.hpp"
 #include "spruce/selection/slimming.hpp"
+#include "spruce/prune/global.hpp"
+#include "spruce/prune/sensitivity.hpp"

@@ -260,3 +260,103 @@ TEST_CASE("network_slimming.json: the reference global BN-scale threshold and ma
   }
   CHECK_THROWS_WITH_AS(selection::slimming{1.0}.count(10, "bn"), doctest::Contains("not in [0, 1)"), spruce::error);
 }
+
+TEST_CASE("torch_global_unstructured.json: one exact selection over every tensor") {
+  const auto j = fx::load_fixture("torch_global_unstructured.json");
+  REQUIRE(j["cases"].size() == 3);
+  for (const auto& c : j["cases"]) {
+    CAPTURE(c["amount"].get<double>());
+    std::vector<std::vector<float>> data;
+    std::vector<std::vector<std::size_t>> shapes;
+    for (const auto& t : c["tensors"]) {
+      data.push_back(fx::values(t["values"]));
+      shapes.push_back(fx::shape(t["shape"]));
+    }
+    std::vector<named_tensor<float>> params;
+    for (std::size_t i = 0; i < data.size(); ++i)
+      params.push_back({std::string("t").append(std::to_string(i)), tensor_ref<float>(data[i].data(), shapes[i])});
+    const pruner<granularity::element, criterion::l1, selection::exact> p{{}, {}, selection::exact(c["amount"].get<double>())};
+    const auto masks = global_masks(p, std::span<const named_tensor<float>>(params));
+    REQUIRE(masks.size() == data.size());
+    for (std::size_t i = 0; i < data.size(); ++i)
+      CHECK(std::ranges::equal(masks[i].bytes(), fx::mask_bytes(c["tensors"][i]["mask"])));
+  }
+}
+
+TEST_CASE_TEMPLATE("global scope equals one selection over the concatenated scores", G, granularity::element,
+                   granularity::filter, granularity::channel) {
+  std::mt19937 rng(21);
+  std::normal_distribution<float> g;
+  const std::vector<std::vector<std::size_t>> shapes{{64, 3, 3, 3}, {128, 64, 3, 3}, {10, 128}, {300, 400}};
+  std::vector<std::vector<float>> data;
+  std::vector<named_tensor<float>> params;
+  for (const auto& s : shapes) {
+    std::size_t n = 1;
+    for (std::size_t e : s) n *= e;
+    std::vector<float> w(n);
+    for (float& x : w) x = std::round(g(rng) * 16.0f) / 16.0f;  // plenty of ties across tensors
+    data.push_back(std::move(w));
+  }
+  for (std::size_t i = 0; i < shapes.size(); ++i)
+    params.push_back({std::string("t").append(std::to_string(i)), tensor_ref<float>(data[i].data(), shapes[i])});
+  for (double s : {0.0, 0.3, 0.7, 1.0}) {
+    CAPTURE(s);
+    auto check = [&](auto rule) {
+      const pruner<G, criterion::l1, decltype(rule)> p{{}, {}, rule};
+      const auto masks = global_masks(p, std::span<const named_tensor<float>>(params));
+      // Reference: concatenate the group scores, select once, split.
+      std::vector<float> all;
+      std::vector<std::size_t> sizes;
+      for (const auto& t : params) {
+        const auto sc = p.scores(criterion::inputs<float>{t.view}, t.name);
+        sizes.push_back(sc.size());
+        all.insert(all.end(), sc.begin(), sc.end());
+      }
+      const byte_buffer keep = selection::keep_mask(rule, std::span<const float>(all));
+      std::size_t at = 0;
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        const auto layout = G{}.layout(params[i].view.shape(), "t");
+        const byte_buffer want = expand_groups(layout, std::span<const std::uint8_t>(keep.data() + at, sizes[i]));
+        CHECK(std::ranges::equal(masks[i].bytes(), want));
+        at += sizes[i];
+      }
+    };
+    check(selection::threshold{s});
+    check(selection::exact(s));
+  }
+}
+
+TEST_CASE("global scope with per-tensor limits never empties a layer and keeps the budget") {
+  // One layer of tiny weights would lose everything to a global cut.
+  std::vector<float> small(1000), big(9000);
+  std::mt19937 rng(4);
+  std::normal_distribution<float> g;
+  for (float& x : small) x = 1e-3f * g(rng);
+  for (float& x : big) x = g(rng);
+  const std::vector<std::size_t> s1{10, 100}, s2{90, 100};
+  const std::vector<named_tensor<float>> params{{"small", tensor_ref<float>(small.data(), s1)},
+                                                {"big", tensor_ref<float>(big.data(), s2)}};
+  const pruner<granularity::element, criterion::l1, selection::exact> p{{}, {}, selection::exact(0.3)};
+  const auto free = global_masks(p, std::span<const named_tensor<float>>(params));
+  CHECK(free[0].count_kept() == 0);  // the failure the limits exist for
+  const auto bounded = global_masks(p, std::span<const named_tensor<float>>(params), {0.1, 0.8});
+  CHECK(bounded[0].count_pruned() == 800);
+  CHECK(bounded[1].count_pruned() == 3000 - 800);  // the rest of the budget moves to 'big'
+  CHECK(bounded[1].sparsity() >= 0.1);
+  // Filters: max < 1 always leaves a group.
+  const pruner<granularity::filter, criterion::l2, selection::exact> pf{{}, {}, selection::exact(0.5)};
+  const auto fm = global_masks(pf, std::span<const named_tensor<float>>(params), {0.0, 0.9});
+  CHECK(fm[0].count_kept() >= 100);
+  CHECK_THROWS_WITH_AS(global_masks(p, std::span<const named_tensor<float>>(params), {0.5, 0.2}),
+                       doctest::Contains("not an interval"), spruce::error);
+  const std::vector<named_tensor<float>> dup{params[0], params[0]};
+  CHECK_THROWS_WITH_AS(global_masks(p, std::span<const named_tensor<float>>(dup)), doctest::Contains("twice"),
+                       spruce::error);
+  // global_prune writes the masks and returns the registry.
+  auto copy_small = small, copy_big = big;
+  const std::vector<named_tensor<float>> cp{{"small", tensor_ref<float>(copy_small.data(), s1)},
+                                            {"big", tensor_ref<float>(copy_big.data(), s2)}};
+  auto reg = global_prune(p, std::span<const named_tensor<float>>(cp), {0.1, 0.8});
+  CHECK(count_nonzero(tensor_ref<const float>(cp[0].view)) == 200);
+  CHECK(reg.size() == 2);
+}

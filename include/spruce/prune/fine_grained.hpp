@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <span>
@@ -29,7 +30,10 @@ using sparsity_table = std::map<std::string, double, std::less<>>;
 template <selection::rule S = selection::threshold, select::score_type T>
 masked_parameters<T> fine_grained_prune(std::span<const named_tensor<T>> params,
                                         const sparsity_table& table) {
-  for (const auto& [name, ratio] : table) {
+  for (const auto& entry : table) {
+    // Not a structured binding: clang 14 cannot capture one in the lambda below.
+    const std::string& name = entry.first;
+    const double ratio = entry.second;
     const auto hit = std::count_if(params.begin(), params.end(),
                                    [&](const named_tensor<T>& p) { return p.name == name; });
     if (hit == 0)
