@@ -31,8 +31,10 @@ namespace spruce::granularity {
 /// weight [out, in] groups run along a row; for a conv weight [out, in, kh, kw] (or
 /// [out, in, k], or more trailing axes) one group sequence runs along `in` for each
 /// (out, kh, kw), i.e. with memory stride kh * kw. A rank-1 tensor is one row (as ASP
-/// views it). Among equal magnitudes the lower index along the axis is kept (+0 and -0 are
-/// equal; +-inf are the largest magnitudes). A trailing partial group of L < M weights
+/// views it). Magnitudes are compared exactly (ASP's float pattern sums can round two
+/// patterns equal; the fixtures hold no such case). Among equal magnitudes the lower index
+/// along the axis is kept (ASP leaves ties to its pattern order): +0 and -0 are equal, and
+/// +-inf are the largest magnitudes. A trailing partial group of L < M weights
 /// behaves as if padded with zeros that lose every tie, so it keeps min(N, L). With
 /// `allow_padding == false` an axis whose length is not a multiple of M is an error
 /// instead. The pattern must satisfy 0 <= N < M: `n_m<4, 4>` or `n_m<1, 0>` does not form
@@ -46,12 +48,21 @@ struct n_m {
   bool allow_padding = true;
 };
 
+/// True for the N:M granularities, for generic code that composes policies.
 template <class G>
 inline constexpr bool is_n_m_v = false;
 template <std::size_t N, std::size_t M>
 inline constexpr bool is_n_m_v<n_m<N, M>> = true;
 
 }  // namespace spruce::granularity
+
+// `omp simd` where OpenMP is on (a pragma only; without OpenMP the loop is left to the
+// auto-vectoriser, and no unknown-pragma warning is raised).
+#if SPRUCE_HAS_OPENMP
+#define SPRUCE_N_M_SIMD _Pragma("omp simd reduction(+ : bad)")
+#else
+#define SPRUCE_N_M_SIMD
+#endif
 
 namespace spruce {
 
@@ -90,7 +101,7 @@ struct n_m_key<double> {
 };
 
 template <class T>
-SPRUCE_HD constexpr typename n_m_key<T>::type magnitude_key(T x) noexcept {
+SPRUCE_HD constexpr typename n_m_key<T>::type n_m_abs_key(T x) noexcept {
   using B = typename n_m_key<T>::bits;
   return static_cast<typename n_m_key<T>::type>(std::bit_cast<B>(x) & (~B{0} >> 1));
 }
@@ -110,7 +121,7 @@ SPRUCE_HD std::size_t n_m_rank_small(const T* w, std::uint8_t* m, std::size_t le
   std::uint32_t beaten[n_m_pairwise_max];
   std::size_t bad = 0;
   for (std::size_t j = 0; j < len; ++j) {
-    k[j] = magnitude_key(w[j * stride]);
+    k[j] = n_m_abs_key(w[j * stride]);
     bad += k[j] > n_m_key<T>::inf;
     beaten[j] = 0;
   }
@@ -132,13 +143,13 @@ std::size_t n_m_rank_select(const T* w, std::uint8_t* m, std::size_t len, std::s
   std::size_t bad = 0;
   for (std::size_t j = 0; j < len; ++j) {
     idx[j] = static_cast<std::uint32_t>(j);
-    bad += magnitude_key(w[j * stride]) > n_m_key<T>::inf;
+    bad += n_m_abs_key(w[j * stride]) > n_m_key<T>::inf;
     m[j * stride] = 0;
   }
   if (bad) return bad;  // the caller reports it; the order is meaningless with NaN
   const std::size_t keep = std::min(n, len);
   const auto first = [w, stride](std::uint32_t a, std::uint32_t b) {
-    const auto ka = magnitude_key(w[a * stride]), kb = magnitude_key(w[b * stride]);
+    const auto ka = n_m_abs_key(w[a * stride]), kb = n_m_abs_key(w[b * stride]);
     return ka > kb || (ka == kb && a < b);
   };
   if (keep < len) std::nth_element(idx, idx + keep, idx + len, first);
@@ -158,8 +169,8 @@ inline std::size_t n_m4_groups(const T* __restrict w, std::uint8_t* __restrict m
                      s3 = little ? 24 : 0;
   std::uint32_t bad = 0;
   for (std::size_t g = 0; g < groups; ++g) {
-    const K a = magnitude_key(w[4 * g]), b = magnitude_key(w[4 * g + 1]),
-            c = magnitude_key(w[4 * g + 2]), d = magnitude_key(w[4 * g + 3]);
+    const K a = n_m_abs_key(w[4 * g]), b = n_m_abs_key(w[4 * g + 1]),
+            c = n_m_abs_key(w[4 * g + 2]), d = n_m_abs_key(w[4 * g + 3]);
     // x_y: the later weight y beats the earlier x (strictly larger; ties go to x).
     const std::uint32_t a_b = b > a, a_c = c > a, a_d = d > a, b_c = c > b, b_d = d > b,
                         c_d = d > c;
@@ -175,16 +186,19 @@ inline std::size_t n_m4_groups(const T* __restrict w, std::uint8_t* __restrict m
 }
 
 /// Pairwise ranking written out as straight-line code (one compare per pair, unrolled at
-/// compile time) so that a loop over many groups around it can vectorise: the later
-/// weight J beats the earlier I only when strictly larger, so ties go to the lower index.
+/// compile time) so that a loop over many groups around it can vectorise. The later weight
+/// J beats the earlier I only when strictly larger, so ties go to the lower index: J starts
+/// beaten by all J earlier weights and each compare moves one count between the two, as
+/// the 0 / -1 that a vector compare yields.
 template <std::size_t I, class K, std::size_t... D>
-SPRUCE_HD void n_m_rank_row(const K* k, std::uint32_t* beaten, std::index_sequence<D...>) noexcept {
-  ((beaten[I] += static_cast<std::uint32_t>(k[I + 1 + D] > k[I]),
-    beaten[I + 1 + D] += static_cast<std::uint32_t>(k[I + 1 + D] <= k[I])),
+SPRUCE_HD void n_m_rank_row([[maybe_unused]] const K* k, [[maybe_unused]] std::int32_t* beaten,
+                            std::index_sequence<D...>) noexcept {
+  ((beaten[I] += static_cast<std::int32_t>(k[I + 1 + D] > k[I]),
+    beaten[I + 1 + D] -= static_cast<std::int32_t>(k[I + 1 + D] > k[I])),
    ...);
 }
 template <std::size_t M, class K, std::size_t... I>
-SPRUCE_HD void n_m_rank_all(const K* k, std::uint32_t* beaten, std::index_sequence<I...>) noexcept {
+SPRUCE_HD void n_m_rank_all(const K* k, std::int32_t* beaten, std::index_sequence<I...>) noexcept {
   (n_m_rank_row<I>(k, beaten, std::make_index_sequence<M - 1 - I>{}), ...);
 }
 
@@ -194,14 +208,15 @@ template <std::size_t N, std::size_t M, class T, std::size_t... J>
 SPRUCE_HD std::uint32_t n_m_lane(const T* w, std::uint8_t* m, std::size_t stride,
                                  std::index_sequence<J...>) noexcept {
   using K = typename n_m_key<T>::type;
-  const K k[M] = {magnitude_key(w[J * stride])...};
-  std::uint32_t beaten[M] = {};
+  const K k[M] = {n_m_abs_key(w[J * stride])...};
+  std::int32_t beaten[M] = {static_cast<std::int32_t>(J)...};
   n_m_rank_all<M>(k, beaten, std::make_index_sequence<M>{});
-  ((m[J * stride] = static_cast<std::uint8_t>(beaten[J] < N)), ...);
+  ((m[J * stride] = static_cast<std::uint8_t>(beaten[J] < static_cast<std::int32_t>(N))), ...);
   return (static_cast<std::uint32_t>(k[J] > n_m_key<T>::inf) + ...);
 }
 
-/// General small N:M over `groups` consecutive groups (inner == 1).
+/// General small N:M over `groups` consecutive groups (inner == 1), one group at a time:
+/// the tail after the tiles of n_m_groups_tiled.
 template <std::size_t N, std::size_t M, class T>
 inline std::size_t n_m_groups(const T* __restrict w, std::uint8_t* __restrict m,
                               const std::size_t groups) noexcept {
@@ -211,14 +226,127 @@ inline std::size_t n_m_groups(const T* __restrict w, std::uint8_t* __restrict m,
   return bad;
 }
 
-/// One full group of M rows of `inner` weights each (conv weights): the ranking runs for
-/// every position t along the rows at once, so the loop over t vectorises.
-template <std::size_t N, std::size_t M, class T>
-inline std::size_t n_m_block(const T* __restrict w, std::uint8_t* __restrict m,
-                             const std::size_t inner) noexcept {
+template <class T>
+SPRUCE_HD constexpr auto n_m_as_key(T x) noexcept {
+  if constexpr (std::is_integral_v<T>)
+    return x;  // already a key (a transposed tile)
+  else
+    return n_m_abs_key(x);
+}
+
+/// How many weights beat weight J of a group laid out as rows `stride` apart (lane t):
+/// earlier rows win ties (k_i >= k_j, i.e. k_i > k_j - 1 as keys are never negative),
+/// later rows must be strictly larger.
+template <std::size_t J, class E, class K, std::size_t... I>
+SPRUCE_HD std::int32_t n_m_beaten(const E* __restrict w, const std::size_t stride,
+                                  const std::size_t t, const K kj,
+                                  std::index_sequence<I...>) noexcept {
+  return ((I < J   ? static_cast<std::int32_t>(n_m_as_key(w[I * stride + t]) > kj - 1)
+           : I > J ? static_cast<std::int32_t>(n_m_as_key(w[I * stride + t]) > kj)
+                   : 0) +
+          ...);
+}
+
+/// One full group per lane, its M weights in rows `stride` apart ("structure of arrays"):
+/// a conv weight's block of M input channels (lanes: kernel positions) or a transposed
+/// tile of linear-weight groups. Row by row, each lane counts the weights that beat it;
+/// only a handful of vectors are live at once, so the loops over lanes vectorise without
+/// spilling whatever M is. `Lanes` is the lane count as a compile-time constant (0: use
+/// `run_lanes`). `Forced` insists on vectorising, which GCC's cost model sometimes declines
+/// for long lanes (tiles); short ones are left to the unroller and SLP, which beat a 4-wide
+/// loop plus remainder there. Returns the number of NaNs.
+template <std::size_t N, std::size_t M, std::size_t Lanes, bool Forced, class E, std::size_t... J>
+inline std::uint32_t n_m_soa(const E* __restrict w, std::uint8_t* __restrict m,
+                             const std::size_t stride, const std::size_t run_lanes,
+                             std::index_sequence<J...>) noexcept {
+  using K = decltype(n_m_as_key(E{}));
+  constexpr K inf = n_m_key<std::conditional_t<sizeof(K) == 4, float, double>>::inf;
+  const std::size_t lanes = Lanes ? Lanes : run_lanes;
   std::uint32_t bad = 0;
-  for (std::size_t t = 0; t < inner; ++t)
-    bad += n_m_lane<N, M>(w + t, m + t, inner, std::make_index_sequence<M>{});
+  if constexpr (Forced) {
+    (
+        [&] {
+          SPRUCE_N_M_SIMD
+          for (std::size_t t = 0; t < lanes; ++t) {
+            const K kj = n_m_as_key(w[J * stride + t]);
+            bad += static_cast<std::uint32_t>(kj > inf);
+            m[J * stride + t] = static_cast<std::uint8_t>(
+                n_m_beaten<J>(w, stride, t, kj, std::make_index_sequence<M>{}) <
+                static_cast<std::int32_t>(N));
+          }
+        }(),
+        ...);
+  } else {
+    (
+        [&] {
+          for (std::size_t t = 0; t < lanes; ++t) {
+            const K kj = n_m_as_key(w[J * stride + t]);
+            bad += static_cast<std::uint32_t>(kj > inf);
+            m[J * stride + t] = static_cast<std::uint8_t>(
+                n_m_beaten<J>(w, stride, t, kj, std::make_index_sequence<M>{}) <
+                static_cast<std::int32_t>(N));
+          }
+        }(),
+        ...);
+  }
+  return bad;
+}
+
+/// General small N:M over consecutive groups (inner == 1): tiles of 64 groups are
+/// transposed into keys, one row per group member, ranked by n_m_soa and transposed back.
+template <std::size_t N, std::size_t M, class T>
+inline std::size_t n_m_groups_tiled(const T* w, std::uint8_t* m, const std::size_t groups) noexcept {
+  constexpr std::size_t L = 64;
+  using K = typename n_m_key<T>::type;
+  alignas(64) K keys[M * L];
+  alignas(64) std::uint8_t keep[M * L];
+  std::size_t bad = 0, g0 = 0;
+  for (; g0 + L <= groups; g0 += L) {
+    const T* wg = w + g0 * M;
+    for (std::size_t g = 0; g < L; ++g)
+      for (std::size_t j = 0; j < M; ++j) keys[j * L + g] = n_m_abs_key(wg[g * M + j]);
+    bad += n_m_soa<N, M, L, true>(keys, keep, L, L, std::make_index_sequence<M>{});
+    std::uint8_t* mg = m + g0 * M;
+    for (std::size_t g = 0; g < L; ++g)
+      for (std::size_t j = 0; j < M; ++j) mg[g * M + j] = keep[j * L + g];
+  }
+  return bad + n_m_groups<N, M>(w + g0 * M, m + g0 * M, groups - g0);
+}
+
+/// `groups` consecutive full groups of M rows of `inner` weights each (conv weights), the
+/// lanes being the kernel positions. Short rows (a 3x3 kernel's 9) are first copied into
+/// tiles of many groups side by side, so that the loops over lanes run long. `Inner` is
+/// `inner` as a compile-time constant for the commonest kernel (0: run-time), which turns
+/// the copies into straight-line code.
+template <std::size_t N, std::size_t M, std::size_t Inner, class T>
+inline std::size_t n_m_blocks(const T* w, std::uint8_t* m, const std::size_t groups,
+                              const std::size_t run_inner) noexcept {
+  constexpr std::size_t L = 128;
+  const std::size_t inner = Inner ? Inner : run_inner;
+  std::size_t bad = 0;
+  if (inner >= 16) {
+    for (std::size_t g = 0; g < groups; ++g)
+      bad += n_m_soa<N, M, 0, true>(w + g * M * inner, m + g * M * inner, inner, inner,
+                                    std::make_index_sequence<M>{});
+    return bad;
+  }
+  using K = typename n_m_key<T>::type;
+  alignas(64) K keys[M * L];
+  alignas(64) std::uint8_t keep[M * L];
+  const std::size_t per_tile = L / inner;
+  for (std::size_t g0 = 0; g0 < groups; g0 += per_tile) {
+    const std::size_t ng = std::min(per_tile, groups - g0), lanes = ng * inner;
+    const T* wg = w + g0 * M * inner;
+    for (std::size_t g = 0; g < ng; ++g)
+      for (std::size_t j = 0; j < M; ++j)
+        for (std::size_t t = 0; t < inner; ++t)
+          keys[j * L + g * inner + t] = n_m_abs_key(wg[(g * M + j) * inner + t]);
+    bad += n_m_soa<N, M, 0, true>(keys, keep, L, lanes, std::make_index_sequence<M>{});
+    std::uint8_t* mg = m + g0 * M * inner;
+    for (std::size_t g = 0; g < ng; ++g)
+      for (std::size_t j = 0; j < M; ++j)
+        for (std::size_t t = 0; t < inner; ++t) mg[(g * M + j) * inner + t] = keep[j * L + g * inner + t];
+  }
   return bad;
 }
 
@@ -229,7 +357,7 @@ std::size_t n_m_run(const T* w, std::uint8_t* m, std::size_t groups, std::uint32
     return n_m4_groups<N>(w, m, groups);
   } else if constexpr (M <= n_m_pairwise_max) {
     (void)idx;
-    return n_m_groups<N, M>(w, m, groups);
+    return n_m_groups_tiled<N, M>(w, m, groups);
   } else {
     std::size_t bad = 0;
     for (std::size_t g = 0; g < groups; ++g) bad += n_m_rank_select(w + g * M, m + g * M, M, 1, N, idx);
@@ -250,14 +378,15 @@ std::size_t n_m_rows(const T* w, std::uint8_t* m, const n_m_geometry& geo, std::
     if (inner == 1) {
       bad += n_m_run<N, M>(wr, mr, full, idx);
     } else {
-      for (std::size_t g = 0; g < full; ++g) {
-        const std::size_t off = g * M * inner;
-        if constexpr (M <= n_m_pairwise_max) {
-          bad += n_m_block<N, M>(wr + off, mr + off, inner);
-        } else {
-          for (std::size_t t = 0; t < inner; ++t)
-            bad += n_m_rank_select(wr + off + t, mr + off + t, M, inner, N, idx);
-        }
+      if constexpr (M <= n_m_pairwise_max) {
+        bad += inner == 9 ? n_m_blocks<N, M, 9>(wr, mr, full, inner)
+                          : n_m_blocks<N, M, 0>(wr, mr, full, inner);
+      } else {
+        for (std::size_t g = 0; g < full; ++g)
+          for (std::size_t t = 0; t < inner; ++t) {
+            const std::size_t off = g * M * inner + t;
+            bad += n_m_rank_select(wr + off, mr + off, M, inner, N, idx);
+          }
       }
     }
     if (tail) {  // the zero padding loses every tie, so only the real weights compete
@@ -276,7 +405,7 @@ std::size_t n_m_rows(const T* w, std::uint8_t* m, const n_m_geometry& geo, std::
 template <class T>
 [[noreturn]] void throw_n_m_nan(const T* w, std::size_t n, const std::string& name) {
   std::size_t i = 0;
-  while (i < n && magnitude_key(w[i]) <= n_m_key<T>::inf) ++i;
+  while (i < n && n_m_abs_key(w[i]) <= n_m_key<T>::inf) ++i;
   throw error("weight of " + tensor_label(name) + " at flat index " + std::to_string(i) +
               " is NaN; NaN has no magnitude order, so no N:M mask was computed and nothing "
               "was changed. Replace or drop NaN values (e.g. check for a diverged training "
@@ -341,8 +470,8 @@ std::pair<std::size_t, std::size_t> first_non_n_m(const mask& mk, granularity::n
   const n_m_geometry geo = n_m_geometry_of(mk.shape());
   const std::uint8_t* m = mk.data();
   const std::size_t inner = geo.inner, row = geo.axis * inner;
-  if (mk.empty()) return {mk.size(), 0};
   if (!g.allow_padding && geo.axis % M != 0) return {(geo.axis / M) * M * inner, 0};
+  if (mk.empty()) return {mk.size(), 0};
   for (std::size_t o = 0; o < geo.outer; ++o)
     for (std::size_t i0 = 0; i0 < geo.axis; i0 += M) {
       const std::size_t len = std::min(M, geo.axis - i0);
@@ -360,9 +489,11 @@ std::pair<std::size_t, std::size_t> first_non_n_m(const mask& mk, granularity::n
 
 /// The N:M keep mask of `w` (see granularity::n_m for the grouping, ties and padding); `w`
 /// is not modified. Any host view works, strided included (strided views are gathered
-/// once). Float and double weights. The 2:4 family takes a branch-free compare network over
-/// each group's four magnitudes; other patterns rank by pairwise compares (M <= 32) or a
-/// per-group selection. Throws spruce::error naming `name` for a NaN weight (with its flat
+/// once). Float and double weights. The N:4 patterns take a branch-free compare network
+/// over each group's four magnitudes; other M up to 32 count pairwise wins over tiles of
+/// groups laid out one member per row (vectorised across groups); larger M select per
+/// group. Rows are split across threads (or, when every row is whole groups, the groups
+/// are). Throws spruce::error naming `name` for a NaN weight (with its flat
 /// index) and, when `g.allow_padding` is false, for an axis whose length is not a multiple
 /// of M.
 template <std::size_t N, std::size_t M, class T>
@@ -429,3 +560,5 @@ void check_n_m(const mask& m, granularity::n_m<N, M> g = {}, const std::string& 
 }
 
 }  // namespace spruce
+
+#undef SPRUCE_N_M_SIMD

@@ -117,11 +117,13 @@ std::vector<mask> global_masks(const pruner<G, C, S>& p, std::span<const named_t
       if (!fixed[i]) free.push_back(i), fp.push_back(parts[i]), fn.push_back(names[i]), free_total += parts[i].size();
     if (free.empty()) break;
     auto masks = select(fp, std::min(budget, free_total), fn);
+    const bool bounded = limits.min > 0.0 || limits.max < 1.0;
     bool violated = false;
     for (std::size_t j = 0; j < free.size(); ++j) {
       const std::size_t i = free[j];
-      const std::size_t pruned = static_cast<std::size_t>(std::count(masks[j].begin(), masks[j].end(), 0));
-      if (pruned < bound[i].lo || pruned > bound[i].hi) {
+      const std::size_t pruned =
+          bounded ? static_cast<std::size_t>(std::count(masks[j].begin(), masks[j].end(), 0)) : 0;
+      if (bounded && (pruned < bound[i].lo || pruned > bound[i].hi)) {
         const std::size_t at = pruned < bound[i].lo ? bound[i].lo : bound[i].hi;
         const std::span<const T> one = parts[i];
         keep[i] = std::move(select(std::span<const std::span<const T>>(&one, 1), at,
@@ -139,9 +141,9 @@ std::vector<mask> global_masks(const pruner<G, C, S>& p, std::span<const named_t
   out.reserve(nt);
   for (std::size_t i = 0; i < nt; ++i) {
     if constexpr (fused)
-      out.emplace_back(params[i].view.shape(), std::move(keep[i]));
+      out.push_back(mask::adopt(params[i].view.shape(), std::move(keep[i])));
     else
-      out.emplace_back(params[i].view.shape(), expand_groups(layouts[i], keep[i]));
+      out.push_back(mask::adopt(params[i].view.shape(), expand_groups(layouts[i], keep[i])));
   }
   return out;
 }

@@ -29,7 +29,7 @@ mask magnitude_mask(const tensor_ref<const T>& w, const S& sel, const std::strin
   }
   byte_buffer keep = selection::keep_mask<select::by_magnitude>(sel, std::span<const T>(p, n),
                                                                 detail::tensor_label(name));
-  return mask(w.shape(), std::move(keep));
+  return mask::adopt(w.shape(), std::move(keep));
 }
 
 template <selection::rule S, class T, class E, class L>

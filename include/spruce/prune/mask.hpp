@@ -64,6 +64,15 @@ class mask {
     return empty() ? 0.0 : static_cast<double>(count_pruned()) / static_cast<double>(size());
   }
 
+  /// Adopts bytes that spruce itself produced (each 0 or 1 by construction), skipping the
+  /// validation pass of the public constructor; only the size is checked.
+  static mask adopt(std::span<const std::size_t> shape, byte_buffer bytes) {
+    if (bytes.size() != checked_size(shape))
+      throw error("mask bytes: " + std::to_string(bytes.size()) + " given for shape " +
+                  shape_string(shape) + "; pass one byte per element");
+    return mask(shape, std::move(bytes), no_check{});
+  }
+
   friend bool operator==(const mask& a, const mask& b) {
     return std::ranges::equal(a.shape(), b.shape()) && a.bytes_ == b.bytes_;
   }

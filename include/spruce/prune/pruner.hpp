@@ -39,7 +39,7 @@ struct pruner {
     const std::vector<T> s = group_scores(criterion, in, layout, name);
     const byte_buffer keep =
         selection::keep_mask(selection, std::span<const T>(s), spruce::detail::tensor_label(name));
-    return mask(in.weight.shape(), expand_groups(layout, keep));
+    return mask::adopt(in.weight.shape(), expand_groups(layout, keep));
   }
 
   template <select::score_type T>
