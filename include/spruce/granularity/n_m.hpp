@@ -510,7 +510,7 @@ mask n_m_mask(const tensor_ref<T, host_space>& w, granularity::n_m<N, M> g = {},
     detail::gather(cw, gathered.data());
     p = gathered.data();
   }
-  return mask(w.shape(), detail::n_m_keep<N, M>(p, w.shape(), name));
+  return mask::adopt(w.shape(), detail::n_m_keep<N, M>(p, w.shape(), name));  // 0/1 by construction
 }
 
 template <std::size_t N, std::size_t M, class T, class E, class L>
