@@ -50,3 +50,4 @@
 #include "spruce/selection/slimming.hpp"
 #include "spruce/prune/global.hpp"
 #include "spruce/prune/sensitivity.hpp"
+#include "spruce/prune/scope.hpp"

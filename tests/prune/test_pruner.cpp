@@ -360,3 +360,61 @@ TEST_CASE("global scope with per-tensor limits never empties a layer and keeps t
   CHECK(count_nonzero(tensor_ref<const float>(cp[0].view)) == 200);
   CHECK(reg.size() == 2);
 }
+
+TEST_CASE("per-layer table scope with a structured pruner") {
+  std::vector<float> a(16 * 8 * 3 * 3), b(32 * 16 * 3 * 3), bias(16);
+  std::mt19937 rng(8);
+  std::normal_distribution<float> g;
+  for (auto* v : {&a, &b, &bias})
+    for (float& x : *v) x = g(rng);
+  const std::vector<std::size_t> sa{16, 8, 3, 3}, sb{32, 16, 3, 3}, sbias{16};
+  const std::vector<named_tensor<float>> params{{"conv0.weight", tensor_ref<float>(a.data(), sa)},
+                                                {"conv1.weight", tensor_ref<float>(b.data(), sb)},
+                                                {"conv0.bias", tensor_ref<float>(bias.data(), sbias)}};
+  const auto bias0 = bias;
+  const pruner<granularity::filter, criterion::l2, selection::exact> proto{};
+  auto reg = per_layer_prune(proto, std::span<const named_tensor<float>>(params),
+                             {{"conv0.weight", 0.25}, {"conv1.weight", 0.5}});
+  CHECK(reg.size() == 2);
+  CHECK(reg.at("conv0.weight").count_pruned() == 4 * 8 * 9);
+  CHECK(reg.at("conv1.weight").count_pruned() == 16 * 16 * 9);
+  CHECK(bias == bias0);
+  // Whole filters are zero.
+  std::size_t zero_filters = 0;
+  for (std::size_t f = 0; f < 16; ++f)
+    zero_filters += std::all_of(a.begin() + static_cast<std::ptrdiff_t>(f * 72),
+                                a.begin() + static_cast<std::ptrdiff_t>((f + 1) * 72), [](float x) { return x == 0.0f; });
+  CHECK(zero_filters == 4);
+  CHECK_THROWS_WITH_AS(per_layer_masks(proto, std::span<const named_tensor<float>>(params), {{"conv9.weight", 0.5}}),
+                       doctest::Contains("not among the parameters"), spruce::error);
+}
+
+TEST_CASE("prune_at_step follows a schedule, per tensor and globally") {
+  std::vector<float> a(4096), b(8192);
+  std::mt19937 rng(12);
+  std::normal_distribution<float> g;
+  for (float& x : a) x = g(rng);
+  for (float& x : b) x = 0.1f * g(rng);
+  const std::vector<std::size_t> sa{64, 64}, sb{64, 128};
+  const std::vector<named_tensor<float>> params{{"a", tensor_ref<float>(a.data(), sa)},
+                                                {"b", tensor_ref<float>(b.data(), sb)}};
+  const auto sched = schedule::agp(0.0, 0.8, 0, 100, 10);
+  const pruner<granularity::element, criterion::l1, selection::exact> proto{};
+  const std::span<const named_tensor<float>> ps(params);
+  const auto a0 = a, b0 = b;
+  CHECK_FALSE(prune_at_step(sched, 5, proto, ps).has_value());
+  for (std::int64_t step : {10, 50, 100}) {
+    CAPTURE(step);
+    auto reg = prune_at_step(sched, step, proto, ps);
+    REQUIRE(reg.has_value());
+    const double s = sched.sparsity_at(step);
+    CHECK(reg->at("a").count_pruned() == count_from_ratio(s, a.size()));
+    CHECK(reg->at("b").count_pruned() == count_from_ratio(s, b.size()));
+  }
+  a = a0;
+  b = b0;
+  auto reg = prune_at_step(sched, 100, proto, ps, scope::global, {0.0, 0.95});
+  REQUIRE(reg.has_value());
+  CHECK(reg->at("a").count_pruned() + reg->at("b").count_pruned() == count_from_ratio(0.8, a.size() + b.size()));
+  CHECK(reg->at("b").sparsity() > reg->at("a").sparsity());  // global: the small weights go first
+}

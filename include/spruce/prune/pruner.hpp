@@ -1,13 +1,17 @@
 #pragma once
 
 #include <span>
+#include <type_traits>
 #include <string>
 #include <vector>
 
 #include "spruce/core/tensor_ref.hpp"
 #include "spruce/criterion/criterion.hpp"
+#include "spruce/criterion/l1.hpp"
+#include "spruce/granularity/element.hpp"
 #include "spruce/granularity/group_layout.hpp"
 #include "spruce/prune/group_scores.hpp"
+#include "spruce/prune/magnitude.hpp"
 #include "spruce/prune/mask.hpp"
 #include "spruce/selection/rule.hpp"
 
@@ -35,6 +39,9 @@ struct pruner {
   /// a NaN score or a bad rule parameter.
   template <select::score_type T>
   mask compute(const criterion::inputs<T>& in, const std::string& name = {}) const {
+    // Fine-grained L1 selects on the weights' magnitudes directly: no score buffer.
+    if constexpr (std::is_same_v<G, granularity::element> && std::is_same_v<C, criterion::l1>)
+      return magnitude_mask(in.weight, selection, name);
     const granularity::group_layout layout = granularity.layout(in.weight.shape(), name);
     const std::vector<T> s = group_scores(criterion, in, layout, name);
     const byte_buffer keep =
