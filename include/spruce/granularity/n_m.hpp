@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <span>
 #include <string>
@@ -330,6 +331,8 @@ inline std::size_t n_m_blocks(const T* w, std::uint8_t* m, const std::size_t gro
                                     std::make_index_sequence<M>{});
     return bad;
   }
+  // Each (group, member) row moves as one small memcpy of the weights' bits in (and of
+  // keep bytes out); one vectorised pass then turns the tile's bits into magnitude keys.
   using K = typename n_m_key<T>::type;
   alignas(64) K keys[M * L];
   alignas(64) std::uint8_t keep[M * L];
@@ -339,13 +342,14 @@ inline std::size_t n_m_blocks(const T* w, std::uint8_t* m, const std::size_t gro
     const T* wg = w + g0 * M * inner;
     for (std::size_t g = 0; g < ng; ++g)
       for (std::size_t j = 0; j < M; ++j)
-        for (std::size_t t = 0; t < inner; ++t)
-          keys[j * L + g * inner + t] = n_m_abs_key(wg[(g * M + j) * inner + t]);
+        std::memcpy(keys + j * L + g * inner, wg + (g * M + j) * inner, inner * sizeof(T));
+    for (std::size_t j = 0; j < M; ++j)
+      for (std::size_t t = 0; t < lanes; ++t) keys[j * L + t] &= std::numeric_limits<K>::max();
     bad += n_m_soa<N, M, 0, true>(keys, keep, L, lanes, std::make_index_sequence<M>{});
     std::uint8_t* mg = m + g0 * M * inner;
     for (std::size_t g = 0; g < ng; ++g)
       for (std::size_t j = 0; j < M; ++j)
-        for (std::size_t t = 0; t < inner; ++t) mg[(g * M + j) * inner + t] = keep[j * L + g * inner + t];
+        std::memcpy(mg + (g * M + j) * inner, keep + j * L + g * inner, inner);
   }
   return bad;
 }
