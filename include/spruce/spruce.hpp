@@ -51,3 +51,4 @@
 #include "spruce/prune/global.hpp"
 #include "spruce/prune/sensitivity.hpp"
 #include "spruce/prune/scope.hpp"
+#include "spruce/granularity/n_m.hpp"

@@ -418,3 +418,25 @@ TEST_CASE("prune_at_step follows a schedule, per tensor and globally") {
   CHECK(reg->at("a").count_pruned() + reg->at("b").count_pruned() == count_from_ratio(0.8, a.size() + b.size()));
   CHECK(reg->at("b").sparsity() > reg->at("a").sparsity());  // global: the small weights go first
 }
+
+TEST_CASE("pruner composes an N:M granularity with element-wise criteria") {
+  std::vector<float> w(16 * 8 * 3 * 3), g(w.size());
+  std::mt19937 rng(31);
+  std::normal_distribution<float> nd;
+  for (float& x : w) x = nd(rng);
+  for (float& x : g) x = nd(rng);
+  const std::vector<std::size_t> shape{16, 8, 3, 3};
+  const tensor_ref<const float> wv(w.data(), shape), gv(g.data(), shape);
+  // L1 is ASP's rule exactly.
+  const pruner<granularity::n_m<2, 4>, criterion::l1, selection::exact> asp{};
+  CHECK(asp.compute(wv, "w") == n_m_mask(wv, granularity::n_m<2, 4>{}, "w"));
+  // Taylor keeps the two largest |w*g| of each group; the selection rule is not consulted.
+  const pruner<granularity::n_m<2, 4>, criterion::taylor, selection::exact> tp{{}, {}, selection::exact(0.9)};
+  const mask m = tp.compute(criterion::inputs<float>{wv, gv}, "w");
+  CHECK(is_n_m(m, granularity::n_m<2, 4>{}));
+  CHECK(m.count_pruned() == w.size() / 2);
+  std::vector<float> taylor(w.size());
+  for (std::size_t i = 0; i < w.size(); ++i) taylor[i] = std::abs(w[i] * g[i]);
+  CHECK(m == n_m_mask(tensor_ref<const float>(taylor.data(), shape), granularity::n_m<2, 4>{}, "w"));
+  CHECK_THROWS_WITH_AS(tp.compute(criterion::inputs<float>{wv}, "w"), doctest::Contains("needs the grad"), spruce::error);
+}

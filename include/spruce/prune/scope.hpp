@@ -46,7 +46,7 @@ void check_table(std::span<const named_tensor<T>> params, const sparsity_table& 
 /// and unregistered. Returns the registry of masks; the weights are not written (call
 /// `apply()`, or use `per_layer_prune`). Everything is validated and every mask computed
 /// before returning: an unknown or duplicate name, a NaN sparsity or a NaN weight throws.
-template <granularity::group_granularity G, criterion::any_criterion C, selection::rule S, select::score_type T>
+template <pruner_granularity G, criterion::any_criterion C, selection::rule S, select::score_type T>
 masked_parameters<T> per_layer_masks(const pruner<G, C, S>& proto, std::span<const named_tensor<T>> params,
                                      const sparsity_table& table) {
   detail::check_table(params, table);
@@ -61,7 +61,7 @@ masked_parameters<T> per_layer_masks(const pruner<G, C, S>& proto, std::span<con
 }
 
 /// per_layer_masks, applied: the pruned groups are zeroed (only after every mask exists).
-template <granularity::group_granularity G, criterion::any_criterion C, selection::rule S, select::score_type T>
+template <pruner_granularity G, criterion::any_criterion C, selection::rule S, select::score_type T>
 masked_parameters<T> per_layer_prune(const pruner<G, C, S>& proto, std::span<const named_tensor<T>> params,
                                      const sparsity_table& table) {
   masked_parameters<T> reg = per_layer_masks(proto, params, table);
