@@ -151,10 +151,13 @@ void sample_bracket(std::span<const segment<Src>> segs, std::size_t rank, typena
                     typename O::key_type& hi, double& fraction) {
   using Key = typename O::key_type;
   const std::size_t n = total_size(segs);
-  // About n / 128 samples, at most 64 K: the bracket narrows as 1 / sqrt(samples) while
-  // the two nth_element calls on the sample grow linearly, and this balances the two.
+  // About 4 n^(2/3) samples, at most 64 K: the candidates inside the bracket shrink as
+  // n / sqrt(samples) while the two nth_element calls on the sample grow linearly, and the
+  // sum of the two is smallest near n^(2/3).
   constexpr std::size_t run = 32;
-  const std::size_t runs = std::clamp<std::size_t>(n / (run * 128), 16, 2048);
+  const double target = 4.0 * std::cbrt(static_cast<double>(n)) * std::cbrt(static_cast<double>(n));
+  const std::size_t runs =
+      std::clamp<std::size_t>(static_cast<std::size_t>(target) / run, 16, std::min<std::size_t>(2048, n / (run * 4)));
   std::vector<Key> s;
   s.reserve(runs * run);
   // Stratified: one run at a pseudo-random offset inside each of `runs` equal strata of the
