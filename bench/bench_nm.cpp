@@ -13,8 +13,12 @@
 
 #include "spruce/granularity/n_m.hpp"
 #include "spruce/spruce.hpp"
+#include "bench_common.hpp"
 
 namespace {
+
+using spruce_bench::run;
+using spruce_bench::weights;
 
 std::vector<std::size_t> shape_of(const benchmark::State& st, std::size_t rank) {
   std::vector<std::size_t> s;
@@ -28,27 +32,7 @@ std::size_t count(const std::vector<std::size_t>& s) {
   return n;
 }
 
-const std::vector<float>& weights(std::size_t n) {
-  static std::vector<float> w;
-  if (w.size() != n) {
-    w.resize(n);
-    std::mt19937 rng(7);
-    std::normal_distribution<float> g(0.0f, 0.05f);
-    for (float& x : w) x = g(rng);
-  }
-  return w;
-}
 
-// One untimed call before timing: glibc adapts its mmap threshold after the first large
-// free, so without this whichever variant runs first pays page faults on every iteration.
-template <class F>
-void run(benchmark::State& st, std::size_t n, F&& body) {
-  body();
-  for (auto _ : st) body();
-  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(n));
-  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) *
-                       static_cast<std::int64_t>(n * sizeof(float)));
-}
 
 template <std::size_t N, std::size_t M>
 spruce::mask spruce_mask(const std::vector<float>& w, const std::vector<std::size_t>& shape) {

@@ -11,32 +11,16 @@
 #include <vector>
 
 #include "spruce/spruce.hpp"
+#include "bench_common.hpp"
 
 namespace {
 
+using spruce_bench::run;
+using spruce_bench::weights;
+
 constexpr double sparsity = 0.7;
 
-const std::vector<float>& weights(std::size_t n) {
-  static std::vector<float> w;
-  if (w.size() != n) {
-    w.resize(n);
-    std::mt19937 rng(7);
-    std::normal_distribution<float> g(0.0f, 0.05f);
-    for (float& x : w) x = g(rng);
-  }
-  return w;
-}
 
-// One untimed call before timing: glibc adapts its mmap threshold after the first large
-// free, so without this whichever variant runs first pays page faults on every iteration.
-template <class F>
-void run(benchmark::State& st, std::size_t n, F&& body) {
-  body();
-  for (auto _ : st) body();
-  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(n));
-  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) *
-                       static_cast<std::int64_t>(n * sizeof(float)));
-}
 
 
 // Candidate: score (|w| fused into the key), select, write the byte mask; the threshold
