@@ -52,3 +52,4 @@
 #include "spruce/prune/sensitivity.hpp"
 #include "spruce/prune/scope.hpp"
 #include "spruce/granularity/n_m.hpp"
+#include "spruce/structural/channel_group.hpp"

@@ -1,0 +1,219 @@
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <numeric>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "spruce/core/error.hpp"
+#include "spruce/core/rounding.hpp"
+#include "spruce/core/shape.hpp"
+#include "spruce/core/tensor_ref.hpp"
+#include "spruce/criterion/criterion.hpp"
+#include "spruce/granularity/group_layout.hpp"
+#include "spruce/prune/group_scores.hpp"
+
+namespace spruce::structural {
+
+/// One slice set that must lose the same channels: a named tensor and the axis its
+/// channels run along. `factor` > 1 says each channel spans that many consecutive
+/// positions on the axis — a conv output flattened into a linear layer's inputs
+/// (channel c owns inputs [c*h*w, (c+1)*h*w)). Members must be contiguous row-major.
+template <class T>
+struct member {
+  std::string name;
+  tensor_ref<T> view;
+  std::size_t axis = 0;
+  std::size_t factor = 1;
+};
+
+/// How many channels of `channels` to keep when pruning `ratio` of them: the lab's
+/// round_half_even(c * (1 - ratio)), optionally rounded up to a multiple (8, 16, ... for
+/// hardware) and raised to a minimum; never more than `channels`.
+struct keep_rule {
+  std::size_t multiple = 1;
+  std::size_t minimum = 0;
+
+  std::size_t keep(double ratio, std::size_t channels, const std::string& name = {}) const {
+    if (multiple == 0)
+      throw error("keep_rule: multiple 0 for " + spruce::detail::tensor_label(name) + "; pass 1 for no rounding");
+    std::size_t k = kept_from_ratio(ratio, channels, "prune ratio of " + spruce::detail::tensor_label(name));
+    if (k % multiple) k += multiple - k % multiple;
+    return std::min(channels, std::max(k, minimum));
+  }
+};
+
+/// Every tensor slice coupled to one set of channels: a conv's output axis, the BN after
+/// it (gamma, beta, running mean and variance), the next conv's input axis, a linear
+/// layer's input axis, biases. Sorting permutes every member; pruning compacts every
+/// member in place (a smaller row-major view of the same buffer). Each operation checks
+/// everything first and changes nothing when a check fails. A frozen group (a residual
+/// output other branches add to) refuses to be pruned or permuted.
+template <class T>
+class channel_group {
+ public:
+  channel_group(std::string name, std::vector<member<T>> members, bool frozen = false)
+      : name_(std::move(name)), members_(std::move(members)), frozen_(frozen) {
+    if (members_.empty()) throw error("channel group '" + name_ + "' has no members; add the coupled tensors");
+    for (const auto& m : members_) {
+      const std::string who = "member '" + m.name + "' of channel group '" + name_ + "'";
+      if (m.axis >= m.view.rank())
+        throw error(who + ": axis " + std::to_string(m.axis) + " is out of range for shape " +
+                    shape_string(m.view.shape()) + "; pass the axis the channels run along");
+      if (m.factor == 0 || m.view.extent(m.axis) % m.factor)
+        throw error(who + ": axis length " + std::to_string(m.view.extent(m.axis)) +
+                    " is not a multiple of the factor " + std::to_string(m.factor) +
+                    "; pass the spatial size of the flattened conv output");
+      if (!m.view.is_contiguous())
+        throw error(who + " is not contiguous row-major; structural pruning moves memory and needs packed tensors");
+    }
+    channels_ = members_[0].view.extent(members_[0].axis) / members_[0].factor;
+    for (const auto& m : members_)
+      if (m.view.extent(m.axis) / m.factor != channels_)
+        throw error("channel group '" + name_ + "': member '" + m.name + "' has " +
+                    std::to_string(m.view.extent(m.axis) / m.factor) + " channels along axis " +
+                    std::to_string(m.axis) + " but '" + members_[0].name + "' has " + std::to_string(channels_) +
+                    "; every member must carry the same channels");
+  }
+
+  const std::string& name() const noexcept { return name_; }
+  std::size_t channels() const noexcept { return channels_; }
+  bool frozen() const noexcept { return frozen_; }
+  std::span<const member<T>> members() const noexcept { return members_; }
+
+  /// The view of member `name` (its shape shrinks after pruning).
+  const tensor_ref<T>& view(std::string_view name) const {
+    for (const auto& m : members_)
+      if (m.name == name) return m.view;
+    throw error("channel group '" + name_ + "' has no member '" + std::string(name) + "'");
+  }
+
+  /// One importance score per channel from member `which` under criterion `c`: the
+  /// channel's slice of that member (every axis but the member's reduced, factor
+  /// positions included). The lab uses the L2 norm of the next conv's input slices.
+  template <criterion::elementwise_criterion C>
+  std::vector<std::remove_const_t<T>> importance(const C& c, std::string_view which) const {
+    using V = std::remove_const_t<T>;
+    const member<T>& m = find(which);
+    granularity::group_layout l;
+    l.rank = m.view.rank();
+    for (std::size_t r = 0; r < l.rank; ++r) {
+      l.extent[r] = m.view.extent(r);
+      l.tile[r] = r == m.axis ? m.factor : std::max<std::size_t>(1, m.view.extent(r));
+    }
+    return group_scores(c, criterion::inputs<V>{tensor_ref<const V>(m.view)}, l, m.name);
+  }
+
+  /// Reorders every member so that new channel j is old channel order[j]. Throws, changing
+  /// nothing, when `order` is not a permutation of the channels or the group is frozen.
+  void permute(std::span<const std::size_t> order) {
+    check_mutable("permute");
+    check_indices(order, "permutation");
+    if (order.size() != channels_)
+      throw error("permutation of channel group '" + name_ + "' has " + std::to_string(order.size()) +
+                  " entries for " + std::to_string(channels_) + " channels; pass each channel once");
+    for (auto& m : members_) {
+      const auto [outer, block] = geometry(m);
+      std::vector<std::remove_const_t<T>> copy(m.view.data(), m.view.data() + m.view.size());
+      for (std::size_t o = 0; o < outer; ++o)
+        for (std::size_t j = 0; j < channels_; ++j)
+          std::memcpy(m.view.data() + (o * channels_ + j) * block, copy.data() + (o * channels_ + order[j]) * block,
+                      block * sizeof(T));
+    }
+  }
+
+  /// Sorts channels by `score`, largest first (ties keep the lower index first), permuting
+  /// every member: the lab's channel sorting, after which pruning the first k keeps the
+  /// most important channels. Returns the order applied.
+  std::vector<std::size_t> sort_by(std::span<const std::remove_const_t<T>> score) {
+    if (score.size() != channels_)
+      throw error("channel group '" + name_ + "': " + std::to_string(score.size()) + " scores for " +
+                  std::to_string(channels_) + " channels; pass one score per channel");
+    std::vector<std::size_t> order(channels_);
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return score[a] > score[b]; });
+    permute(order);
+    return order;
+  }
+
+  /// Keeps channels `keep` (any order, each once, at least one) in ascending order and
+  /// compacts every member in place: its view becomes a smaller row-major view at the start
+  /// of the same buffer. Throws, changing nothing, for an empty list, a duplicate or an
+  /// out-of-range index, or a frozen group.
+  void keep(std::span<const std::size_t> keep) {
+    check_mutable("prune");
+    if (keep.empty())
+      throw error("channel group '" + name_ + "': keeping 0 channels would cut the network; keep at least one "
+                  "(use keep_rule::minimum)");
+    check_indices(keep, "keep list");
+    std::vector<std::size_t> kept(keep.begin(), keep.end());
+    std::sort(kept.begin(), kept.end());
+    for (auto& m : members_) {
+      const auto [outer, block] = geometry(m);
+      T* p = m.view.data();
+      std::size_t to = 0;
+      for (std::size_t o = 0; o < outer; ++o)
+        for (std::size_t c : kept) {
+          const std::size_t from = (o * channels_ + c) * block;
+          if (from != to) std::memmove(p + to, p + from, block * sizeof(T));  // to <= from: safe forward
+          to += block;
+        }
+      std::vector<std::size_t> shape(m.view.shape().begin(), m.view.shape().end());
+      shape[m.axis] = kept.size() * m.factor;
+      m.view = tensor_ref<T>(p, shape);
+    }
+    channels_ = kept.size();
+  }
+
+  /// Keeps the first `k` channels (the lab's channel_prune after sorting).
+  void keep_first(std::size_t k) {
+    if (k > channels_)
+      throw error("channel group '" + name_ + "': cannot keep " + std::to_string(k) + " of " +
+                  std::to_string(channels_) + " channels; pass k <= " + std::to_string(channels_));
+    std::vector<std::size_t> idx(k);
+    std::iota(idx.begin(), idx.end(), std::size_t{0});
+    keep(idx);
+  }
+
+ private:
+  const member<T>& find(std::string_view which) const {
+    for (const auto& m : members_)
+      if (m.name == which) return m;
+    throw error("channel group '" + name_ + "' has no member '" + std::string(which) + "'");
+  }
+  // (outer count, contiguous elements per channel and outer index)
+  std::pair<std::size_t, std::size_t> geometry(const member<T>& m) const {
+    std::size_t outer = 1, inner = 1;
+    for (std::size_t r = 0; r < m.axis; ++r) outer *= m.view.extent(r);
+    for (std::size_t r = m.axis + 1; r < m.view.rank(); ++r) inner *= m.view.extent(r);
+    return {outer, inner * m.factor};
+  }
+  void check_mutable(const char* what) const {
+    if (frozen_)
+      throw error("channel group '" + name_ + "' is frozen (its channels are shared with a residual add); cannot " +
+                  what + " it — prune the joined group instead or leave it");
+  }
+  void check_indices(std::span<const std::size_t> idx, const char* what) const {
+    std::vector<char> seen(channels_, 0);
+    for (std::size_t c : idx) {
+      if (c >= channels_)
+        throw error(std::string(what) + " of channel group '" + name_ + "' has index " + std::to_string(c) +
+                    ", out of range for " + std::to_string(channels_) + " channels");
+      if (seen[c]++)
+        throw error(std::string(what) + " of channel group '" + name_ + "' lists channel " + std::to_string(c) +
+                    " twice; list each channel once");
+    }
+  }
+
+  std::string name_;
+  std::vector<member<T>> members_;
+  bool frozen_ = false;
+  std::size_t channels_ = 0;
+};
+
+}  // namespace spruce::structural

@@ -1,0 +1,185 @@
+// Structural pruning core: channel groups, sorting and physical removal against the MIT
+// lab's channel_prune / apply_channel_sorting (channel_pruning.json), and bad input.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "spruce/spruce.hpp"
+#include "support/fixtures.hpp"
+
+using namespace spruce;
+namespace fx = spruce_test;
+
+namespace {
+
+/// The fixture's backbone as owned buffers: conv weights and BN vectors, with shapes that
+/// shrink as channels are removed (the buffers keep their size; views shrink).
+struct backbone {
+  struct conv {
+    std::vector<std::size_t> shape;
+    std::vector<float> w;
+  };
+  struct bn {
+    std::vector<std::size_t> shape;
+    std::vector<float> gamma, beta, mean, var;
+  };
+  std::vector<conv> convs;
+  std::vector<bn> bns;
+
+  explicit backbone(const nlohmann::json& layers) {
+    for (const auto& l : layers) {
+      if (l["kind"] == "conv") convs.push_back({fx::shape(l["shape"]), fx::values(l["weight"])});
+      else bns.push_back({fx::shape(l["shape"]), fx::values(l["weight"]), fx::values(l["bias"]),
+                          fx::values(l["running_mean"]), fx::values(l["running_var"])});
+    }
+  }
+
+  /// Channel group i: conv i's outputs, BN i, conv i+1's inputs.
+  structural::channel_group<float> group(std::size_t i) {
+    auto& a = convs[i];
+    auto& b = bns[i];
+    auto& n = convs[i + 1];
+    return structural::channel_group<float>(
+        "group" + std::to_string(i),
+        {{"conv", tensor_ref<float>(a.w.data(), a.shape), 0},
+         {"bn.weight", tensor_ref<float>(b.gamma.data(), b.shape), 0},
+         {"bn.bias", tensor_ref<float>(b.beta.data(), b.shape), 0},
+         {"bn.running_mean", tensor_ref<float>(b.mean.data(), b.shape), 0},
+         {"bn.running_var", tensor_ref<float>(b.var.data(), b.shape), 0},
+         {"next", tensor_ref<float>(n.w.data(), n.shape), 1}});
+  }
+
+  /// Records the group's new shapes after a prune.
+  void adopt(std::size_t i, const structural::channel_group<float>& g) {
+    const auto sh = [](const tensor_ref<float>& v) { return std::vector<std::size_t>(v.shape().begin(), v.shape().end()); };
+    convs[i].shape = sh(g.view("conv"));
+    bns[i].shape = sh(g.view("bn.weight"));
+    convs[i + 1].shape = sh(g.view("next"));
+  }
+
+  void sort_group(std::size_t i) {
+    auto g = group(i);
+    const auto imp = g.importance(criterion::l2{}, "next");
+    g.sort_by(imp);
+  }
+  void prune_group(std::size_t i, double ratio) {
+    auto g = group(i);
+    g.keep_first(structural::keep_rule{}.keep(ratio, g.channels()));
+    adopt(i, g);
+  }
+
+  void check(const nlohmann::json& want) const {
+    std::size_t c = 0, b = 0;
+    for (const auto& l : want) {
+      if (l["kind"] == "conv") {
+        const auto& cv = convs[c++];
+        CHECK(cv.shape == fx::shape(l["shape"]));
+        const auto v = fx::values(l["weight"]);
+        CHECK(std::equal(v.begin(), v.end(), cv.w.begin()));
+      } else {
+        const auto& bn = bns[b++];
+        CHECK(bn.shape == fx::shape(l["shape"]));
+        for (const char* k : {"weight", "bias", "running_mean", "running_var"}) {
+          const auto v = fx::values(l[k]);
+          const auto& have = std::string(k) == "weight" ? bn.gamma : std::string(k) == "bias" ? bn.beta
+                             : std::string(k) == "running_mean" ? bn.mean : bn.var;
+          CAPTURE(k);
+          CHECK(std::equal(v.begin(), v.end(), have.begin()));
+        }
+      }
+    }
+  }
+};
+
+double ratio_of(const nlohmann::json& r, std::size_t i) { return r.is_array() ? r[i].get<double>() : r.get<double>(); }
+
+}  // namespace
+
+TEST_CASE("channel_pruning.json: rounding table") {
+  const auto j = fx::load_fixture("channel_pruning.json");
+  for (const auto& r : j["rounding"]) {
+    CAPTURE(r.dump());
+    CHECK(structural::keep_rule{}.keep(r["prune_ratio"].get<double>(), r["channels"].get<std::size_t>()) ==
+          r["keep"].get<std::size_t>());
+  }
+  CHECK(structural::keep_rule{8, 1}.keep(0.3, 64) == 48);  // 45 rounded up to a multiple of 8
+  CHECK(structural::keep_rule{1, 1}.keep(0.5, 1) == 1);    // the minimum keeps a layer alive
+  CHECK(structural::keep_rule{16, 0}.keep(0.9, 20) == 16);
+}
+
+TEST_CASE("channel_pruning.json: naive first-k, sorted, and sorted then pruned") {
+  const auto j = fx::load_fixture("channel_pruning.json");
+  REQUIRE(j["cases"].size() == 2);
+  for (const auto& c : j["cases"]) {
+    CAPTURE(c["prune_ratio"].dump());
+    SUBCASE("naive") {
+      backbone m(c["original"]);
+      for (std::size_t i = 0; i + 1 < m.convs.size(); ++i) m.prune_group(i, ratio_of(c["prune_ratio"], i));
+      m.check(c["naive"]);
+    }
+    SUBCASE("sorted") {
+      backbone m(c["original"]);
+      for (std::size_t i = 0; i + 1 < m.convs.size(); ++i) m.sort_group(i);
+      m.check(c["sorted"]);
+    }
+    SUBCASE("sorted then pruned") {
+      backbone m(c["original"]);
+      for (std::size_t i = 0; i + 1 < m.convs.size(); ++i) m.sort_group(i);
+      for (std::size_t i = 0; i + 1 < m.convs.size(); ++i) m.prune_group(i, ratio_of(c["prune_ratio"], i));
+      m.check(c["sorted_pruned"]);
+    }
+  }
+}
+
+TEST_CASE("a conv output flattened into a linear layer prunes whole spatial blocks") {
+  // conv [4, 2, 1, 1] -> flatten (4 channels x 3 positions) -> linear [2, 12].
+  std::vector<float> conv(8), fc(24);
+  for (std::size_t i = 0; i < conv.size(); ++i) conv[i] = static_cast<float>(i);
+  for (std::size_t i = 0; i < fc.size(); ++i) fc[i] = static_cast<float>(100 + i);
+  const std::vector<std::size_t> cs{4, 2, 1, 1}, fs{2, 12};
+  structural::channel_group<float> g("g", {{"conv", tensor_ref<float>(conv.data(), cs), 0},
+                                           {"fc", tensor_ref<float>(fc.data(), fs), 1, 3}});
+  CHECK(g.channels() == 4);
+  const std::array<std::size_t, 2> keep{3, 1};
+  g.keep(keep);
+  CHECK(g.view("fc").extent(1) == 6);
+  CHECK(std::vector<float>(conv.begin(), conv.begin() + 4) == std::vector<float>{2, 3, 6, 7});
+  CHECK(std::vector<float>(fc.begin(), fc.begin() + 12) ==
+        std::vector<float>{103, 104, 105, 109, 110, 111, 115, 116, 117, 121, 122, 123});
+}
+
+TEST_CASE("structural bad input is an error and changes nothing") {
+  std::vector<float> a(8 * 3 * 9), bnw(8), b(4 * 8 * 9), odd(7);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i);
+  const auto a0 = a;
+  const std::vector<std::size_t> sa{8, 3, 3, 3}, sbn{8}, sb{4, 8, 3, 3}, sodd{7};
+  auto make = [&](bool frozen = false) {
+    return structural::channel_group<float>("g", {{"conv", tensor_ref<float>(a.data(), sa), 0},
+                                                  {"bn", tensor_ref<float>(bnw.data(), sbn), 0},
+                                                  {"next", tensor_ref<float>(b.data(), sb), 1}},
+                                            frozen);
+  };
+  CHECK_THROWS_WITH_AS(structural::channel_group<float>("g", {{"conv", tensor_ref<float>(a.data(), sa), 0},
+                                                              {"bn", tensor_ref<float>(odd.data(), sodd), 0}}),
+                       doctest::Contains("same channels"), spruce::error);
+  CHECK_THROWS_WITH_AS(structural::channel_group<float>("g", {{"conv", tensor_ref<float>(a.data(), sa), 4}}),
+                       doctest::Contains("out of range"), spruce::error);
+  auto g = make();
+  const std::array<std::size_t, 3> dup{1, 2, 1}, out{0, 9, 2};
+  CHECK_THROWS_WITH_AS(g.keep(dup), doctest::Contains("twice"), spruce::error);
+  CHECK_THROWS_WITH_AS(g.keep(out), doctest::Contains("out of range"), spruce::error);
+  CHECK_THROWS_WITH_AS(g.keep(std::span<const std::size_t>{}), doctest::Contains("keeping 0 channels"), spruce::error);
+  CHECK_THROWS_AS(g.keep_first(9), spruce::error);
+  CHECK_THROWS_WITH_AS(g.keep_first(0), doctest::Contains("keeping 0 channels"), spruce::error);
+  const std::array<std::size_t, 7> short_perm{0, 1, 2, 3, 4, 5, 6};
+  CHECK_THROWS_WITH_AS(g.permute(short_perm), doctest::Contains("each channel once"), spruce::error);
+  auto f = make(true);
+  CHECK_THROWS_WITH_AS(f.keep_first(4), doctest::Contains("frozen"), spruce::error);
+  CHECK(a == a0);
+  CHECK(g.channels() == 8);
+  CHECK(g.view("conv").extent(0) == 8);
+  const structural::keep_rule zero_multiple{0, 0};
+  CHECK_THROWS_AS(zero_multiple.keep(0.5, 8), spruce::error);
+}
