@@ -53,3 +53,4 @@
 #include "spruce/prune/scope.hpp"
 #include "spruce/granularity/n_m.hpp"
 #include "spruce/structural/channel_group.hpp"
+#include "spruce/structural/slimming.hpp"

@@ -183,3 +183,41 @@ TEST_CASE("structural bad input is an error and changes nothing") {
   const structural::keep_rule zero_multiple{0, 0};
   CHECK_THROWS_AS(zero_multiple.keep(0.5, 8), spruce::error);
 }
+
+TEST_CASE("network_slimming.json through slimming_masks, and the safe rule") {
+  const auto j = fx::load_fixture("network_slimming.json");
+  for (const auto& c : j["cases"]) {
+    const double percent = c["percent"].get<double>();
+    CAPTURE(percent);
+    std::vector<std::vector<float>> gammas;
+    for (const auto& g : c["gammas"]) gammas.push_back(fx::values(g));
+    std::vector<named_tensor<float>> views;
+    for (std::size_t i = 0; i < gammas.size(); ++i)
+      views.push_back({std::string("bn").append(std::to_string(i)), make_view(gammas[i])});
+    const auto masks = structural::slimming_masks(std::span<const named_tensor<float>>(views), percent);
+    for (std::size_t i = 0; i < gammas.size(); ++i) {
+      CHECK(std::ranges::equal(masks[i].bytes(), fx::mask_bytes(c["masks"][i])));
+      CHECK(masks[i].count_kept() == c["remaining"][i].get<std::size_t>());
+    }
+    // The safe rule: no layer below 4 channels, the reference count still cut overall.
+    const auto safe = structural::slimming_masks(std::span<const named_tensor<float>>(views), percent, 4);
+    std::size_t total = 0, pruned = 0;
+    for (std::size_t i = 0; i < gammas.size(); ++i) {
+      CHECK(safe[i].count_kept() >= 4);
+      total += gammas[i].size();
+      pruned += safe[i].count_pruned();
+    }
+    const bool starved = std::ranges::any_of(masks, [](const mask& m) { return m.count_kept() < 4; });
+    if (starved) CHECK(pruned == selection::slimming{percent}.count(total));
+    else CHECK(safe == masks);
+  }
+}
+
+TEST_CASE("add_l1_subgradient adds lambda * sign(gamma)") {
+  std::vector<float> gamma{0.5f, -0.25f, 0.0f, 2.0f}, grad{1.0f, 1.0f, 1.0f, 1.0f}, bad(3);
+  structural::add_l1_subgradient(tensor_ref<float>(make_view(grad)), tensor_ref<const float>(make_view(gamma)), 0.1f, "bn");
+  CHECK(grad == std::vector<float>{1.1f, 0.9f, 1.0f, 1.1f});
+  CHECK_THROWS_WITH_AS(structural::add_l1_subgradient(tensor_ref<float>(make_view(bad)),
+                                                      tensor_ref<const float>(make_view(gamma)), 0.1f, "bn"),
+                       doctest::Contains("pass the gradient of this BN scale"), spruce::error);
+}
