@@ -2,7 +2,10 @@
 // lab's channel_prune / apply_channel_sorting (channel_pruning.json), and bad input.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -220,4 +223,95 @@ TEST_CASE("add_l1_subgradient adds lambda * sign(gamma)") {
   CHECK_THROWS_WITH_AS(structural::add_l1_subgradient(tensor_ref<float>(make_view(bad)),
                                                       tensor_ref<const float>(make_view(gamma)), 0.1f, "bn"),
                        doctest::Contains("pass the gradient of this BN scale"), spruce::error);
+}
+
+namespace {
+
+// Naive reference layers for the forward-pass test (NCHW, batch 1, stride 1, padding 1).
+std::vector<float> conv3x3(const std::vector<float>& x, std::size_t cin, std::size_t h, std::size_t w,
+                           const std::vector<float>& k, std::size_t cout) {
+  std::vector<float> y(cout * h * w, 0.0f);
+  for (std::size_t o = 0; o < cout; ++o)
+    for (std::size_t c = 0; c < cin; ++c)
+      for (std::size_t i = 0; i < h; ++i)
+        for (std::size_t j = 0; j < w; ++j)
+          for (std::size_t u = 0; u < 3; ++u)
+            for (std::size_t v = 0; v < 3; ++v) {
+              const long ii = static_cast<long>(i + u) - 1, jj = static_cast<long>(j + v) - 1;
+              if (ii < 0 || jj < 0 || ii >= static_cast<long>(h) || jj >= static_cast<long>(w)) continue;
+              y[(o * h + i) * w + j] += k[((o * cin + c) * 3 + u) * 3 + v] * x[(c * h + ii) * w + jj];
+            }
+  return y;
+}
+
+void bn_relu(std::vector<float>& y, std::size_t c, std::size_t hw, const std::vector<float>& g,
+             const std::vector<float>& b, const std::vector<float>& m, const std::vector<float>& v) {
+  for (std::size_t ch = 0; ch < c; ++ch)
+    for (std::size_t p = 0; p < hw; ++p) {
+      float& z = y[ch * hw + p];
+      z = std::max(0.0f, g[ch] * (z - m[ch]) / std::sqrt(v[ch] + 1e-5f) + b[ch]);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("removing channels whose BN output is exactly zero leaves the network output unchanged") {
+  // conv(2 -> 6) - BN - ReLU - conv(6 -> 5) - BN - ReLU - flatten - linear(5*4*4 -> 3)
+  const std::size_t h = 4, w = 4, hw = h * w;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> g;
+  auto randv = [&](std::size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = g(rng);
+    return v;
+  };
+  std::vector<float> x = randv(2 * hw), k0 = randv(6 * 2 * 9), k1 = randv(5 * 6 * 9), fc = randv(3 * 5 * hw);
+  std::vector<float> g0 = randv(6), b0 = randv(6), m0 = randv(6), v0(6, 1.5f);
+  std::vector<float> g1 = randv(5), b1 = randv(5), m1 = randv(5), v1(5, 0.5f);
+  // Channels 1 and 4 of the first BN and channel 2 of the second produce exactly zero.
+  for (std::size_t c : {1u, 4u}) g0[c] = b0[c] = 0.0f;
+  g1[2] = b1[2] = 0.0f;
+
+  auto forward = [&](std::size_t c0, std::size_t c1) {
+    auto y0 = conv3x3(x, 2, h, w, k0, c0);
+    bn_relu(y0, c0, hw, g0, b0, m0, v0);
+    auto y1 = conv3x3(y0, c0, h, w, k1, c1);
+    bn_relu(y1, c1, hw, g1, b1, m1, v1);
+    std::vector<float> out(3, 0.0f);
+    for (std::size_t o = 0; o < 3; ++o)
+      for (std::size_t i = 0; i < c1 * hw; ++i) out[o] += fc[o * c1 * hw + i] * y1[i];
+    return out;
+  };
+  const auto before = forward(6, 5);
+
+  // Keep the channels whose BN scale is nonzero (slimming with a zero threshold).
+  auto keep_of = [](const std::vector<float>& gamma) {
+    std::vector<std::size_t> k;
+    for (std::size_t c = 0; c < gamma.size(); ++c)
+      if (gamma[c] != 0.0f) k.push_back(c);
+    return k;
+  };
+  const auto keep0 = keep_of(g0), keep1 = keep_of(g1);
+  const std::vector<std::size_t> sk0{6, 2, 3, 3}, sk1{5, 6, 3, 3}, s6{6}, s5{5}, sfc{3, 5 * hw};
+  structural::channel_group<float> grp0("bn0", {{"conv0", tensor_ref<float>(k0.data(), sk0), 0},
+                                                {"g", tensor_ref<float>(g0.data(), s6), 0},
+                                                {"b", tensor_ref<float>(b0.data(), s6), 0},
+                                                {"m", tensor_ref<float>(m0.data(), s6), 0},
+                                                {"v", tensor_ref<float>(v0.data(), s6), 0},
+                                                {"conv1", tensor_ref<float>(k1.data(), sk1), 1}});
+  grp0.keep(keep0);
+  const auto k1_shape = grp0.view("conv1").shape();
+  const std::vector<std::size_t> sk1_new(k1_shape.begin(), k1_shape.end());
+  structural::channel_group<float> grp1("bn1", {{"conv1", tensor_ref<float>(k1.data(), sk1_new), 0},
+                                                {"g", tensor_ref<float>(g1.data(), s5), 0},
+                                                {"b", tensor_ref<float>(b1.data(), s5), 0},
+                                                {"m", tensor_ref<float>(m1.data(), s5), 0},
+                                                {"v", tensor_ref<float>(v1.data(), s5), 0},
+                                                {"fc", tensor_ref<float>(fc.data(), sfc), 1, hw}});
+  grp1.keep(keep1);
+  CHECK(grp0.channels() == 4);
+  CHECK(grp1.channels() == 4);
+  CHECK(grp1.view("fc").extent(1) == 4 * hw);
+  const auto after = forward(4, 4);
+  for (std::size_t o = 0; o < 3; ++o) CHECK(after[o] == doctest::Approx(before[o]).epsilon(1e-5));
 }
