@@ -54,3 +54,4 @@
 #include "spruce/granularity/n_m.hpp"
 #include "spruce/structural/channel_group.hpp"
 #include "spruce/structural/slimming.hpp"
+#include "spruce/structural/sequential.hpp"

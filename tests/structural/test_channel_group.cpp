@@ -315,3 +315,86 @@ TEST_CASE("removing channels whose BN output is exactly zero leaves the network 
   const auto after = forward(4, 4);
   for (std::size_t o = 0; o < 3; ++o) CHECK(after[o] == doctest::Approx(before[o]).epsilon(1e-5));
 }
+
+TEST_CASE("sequential_backbone reproduces the lab's sort-then-prune on channel_pruning.json") {
+  const auto j = fx::load_fixture("channel_pruning.json");
+  for (const auto& c : j["cases"]) {
+    backbone m(c["original"]);
+    structural::sequential_backbone<float> net;
+    for (std::size_t i = 0; i < m.convs.size(); ++i) {
+      net.add_conv("conv" + std::to_string(i), tensor_ref<float>(m.convs[i].w.data(), m.convs[i].shape));
+      auto& b = m.bns[i];
+      net.add_bn({tensor_ref<float>(b.gamma.data(), b.shape), tensor_ref<float>(b.beta.data(), b.shape),
+                  tensor_ref<float>(b.mean.data(), b.shape), tensor_ref<float>(b.var.data(), b.shape)});
+    }
+    REQUIRE(net.groups() == 3);
+    std::vector<double> ratios;
+    for (std::size_t i = 0; i < 3; ++i) ratios.push_back(ratio_of(c["prune_ratio"], i));
+    net.sort_channels();
+    net.prune(ratios);
+    for (std::size_t i = 0; i < 4; ++i) {
+      const auto s = net.convs()[i].weight.shape();
+      m.convs[i].shape.assign(s.begin(), s.end());
+      if (net.convs()[i].bn) {
+        const auto bs = net.convs()[i].bn->gamma.shape();
+        m.bns[i].shape.assign(bs.begin(), bs.end());
+      }
+    }
+    m.check(c["sorted_pruned"]);
+  }
+}
+
+TEST_CASE("sequential_backbone report: the lab VGG's parameters and MACs, before and after 30% channel pruning") {
+  const auto j = fx::load_fixture("vgg_metrics.json");
+  const auto& c = j["cases"][0];  // 3 input channels, width 1, 32 x 32
+  std::vector<std::vector<float>> bufs;
+  std::vector<std::vector<std::size_t>> shapes;
+  for (const auto& l : c["layers"]) {
+    shapes.push_back(fx::shape(l["shape"]));
+    std::size_t n = 1;
+    for (std::size_t e : shapes.back()) n *= e;
+    bufs.emplace_back(n, 1.0f);
+  }
+  std::mt19937 rng(2);
+  std::normal_distribution<float> g;
+  for (auto& b : bufs)
+    for (float& x : b) x = g(rng);
+  structural::sequential_backbone<float> net;
+  std::vector<std::vector<float>> stats;
+  stats.reserve(16);
+  std::size_t li = 0;
+  for (std::size_t conv = 0; conv < 8; ++conv) {
+    auto ref = [&](std::size_t k) { return tensor_ref<float>(bufs[k].data(), shapes[k]); };
+    net.add_conv("conv" + std::to_string(conv), ref(li));
+    // The fixture lists BN weight and bias; running statistics are buffers, not parameters.
+    stats.emplace_back(shapes[li + 1][0], 0.0f);
+    stats.emplace_back(shapes[li + 1][0], 1.0f);
+    const std::vector<std::size_t> sc{shapes[li + 1][0]};
+    net.add_bn({ref(li + 1), ref(li + 2), tensor_ref<float>(stats[stats.size() - 2].data(), sc),
+                tensor_ref<float>(stats.back().data(), sc)});
+    li += 3;
+  }
+  net.set_classifier("classifier", tensor_ref<float>(bufs[li].data(), shapes[li]));
+  const std::array<bool, 8> pool{false, true, false, true, false, true, false, true};
+  auto totals = [&] {
+    std::size_t p = 0, macs = 0;
+    for (const auto& r : net.report(32, 32, pool)) p += r.params, macs += r.macs;
+    return std::pair{p, macs};
+  };
+  const auto [p0, m0] = totals();
+  CHECK(p0 == c["num_parameters"].get<std::size_t>());
+  CHECK(m0 == c["macs"].get<std::size_t>());
+  // The lab: 30% of every conv's channels but the last -> about 5.01 M parameters, 305 M MACs.
+  const std::vector<double> ratios(7, 0.3);
+  net.prune(ratios);
+  const auto [p1, m1] = totals();
+  CHECK(p1 == doctest::Approx(5.01e6).epsilon(0.002));
+  CHECK(m1 == doctest::Approx(305e6).epsilon(0.004));
+  CHECK_THROWS_WITH_AS(net.prune(std::vector<double>(9, 0.3)), doctest::Contains("at most one per group"), spruce::error);
+  // Members that share memory are refused: pruning would move the buffer twice.
+  const std::vector<std::size_t> s8{8};
+  std::vector<float> shared(8);
+  CHECK_THROWS_WITH_AS(structural::channel_group<float>("g", {{"a", tensor_ref<float>(shared.data(), s8), 0},
+                                                              {"b", tensor_ref<float>(shared.data(), s8), 0}}),
+                       doctest::Contains("share memory"), spruce::error);
+}

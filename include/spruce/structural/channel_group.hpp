@@ -72,6 +72,14 @@ class channel_group {
       if (!m.view.is_contiguous())
         throw error(who + " is not contiguous row-major; structural pruning moves memory and needs packed tensors");
     }
+    for (std::size_t a = 0; a < members_.size(); ++a)
+      for (std::size_t b = a + 1; b < members_.size(); ++b) {
+        const T* pa = members_[a].view.data();
+        const T* pb = members_[b].view.data();
+        if (pa < pb + members_[b].view.size() && pb < pa + members_[a].view.size())
+          throw error("channel group '" + name_ + "': members '" + members_[a].name + "' and '" + members_[b].name +
+                      "' share memory; pruning would move it twice — pass each tensor once");
+      }
     channels_ = members_[0].view.extent(members_[0].axis) / members_[0].factor;
     for (const auto& m : members_)
       if (m.view.extent(m.axis) / m.factor != channels_)
