@@ -398,3 +398,36 @@ TEST_CASE("sequential_backbone report: the lab VGG's parameters and MACs, before
                                                               {"b", tensor_ref<float>(shared.data(), s8), 0}}),
                        doctest::Contains("share memory"), spruce::error);
 }
+
+TEST_CASE("keep_copy prunes into new storage and joined groups move together") {
+  std::vector<float> a(4 * 2), b(3 * 4), c(4 * 5);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i);
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(10 + i);
+  for (std::size_t i = 0; i < c.size(); ++i) c[i] = static_cast<float>(100 + i);
+  const auto a0 = a, b0 = b;
+  const std::vector<std::size_t> sa{4, 2}, sb{3, 4}, sc{4, 5};
+  structural::channel_group<float> g("g", {{"a", tensor_ref<float>(a.data(), sa), 0}, {"b", tensor_ref<float>(b.data(), sb), 1}});
+  const std::array<std::size_t, 2> keep{2, 0};
+  const auto copies = g.keep_copy(keep);
+  REQUIRE(copies.size() == 2);
+  CHECK(copies[0].shape == std::vector<std::size_t>{2, 2});
+  CHECK(copies[0].data == std::vector<float>{0, 1, 4, 5});
+  CHECK(copies[1].shape == std::vector<std::size_t>{3, 2});
+  CHECK(copies[1].data == std::vector<float>{10, 12, 14, 16, 18, 20});
+  CHECK(a == a0);
+  CHECK(b == b0);
+  CHECK(g.channels() == 4);
+  // Two residual branches that add: one selection for both.
+  structural::channel_group<float> h("h", {{"c", tensor_ref<float>(c.data(), sc), 0}});
+  const std::array<structural::channel_group<float>, 2> parts{g, h};
+  auto j = structural::join<float>("joined", parts);
+  CHECK(j.members().size() == 3);
+  j.keep(keep);
+  CHECK(std::vector<float>(c.begin(), c.begin() + 10) == std::vector<float>{100, 101, 102, 103, 104, 110, 111, 112, 113, 114});
+  CHECK(std::vector<float>(a.begin(), a.begin() + 4) == std::vector<float>{0, 1, 4, 5});
+  std::vector<float> d(3);
+  const std::vector<std::size_t> sd{3};
+  structural::channel_group<float> other("o", {{"d", tensor_ref<float>(d.data(), sd), 0}});
+  const std::array<structural::channel_group<float>, 2> bad{j, other};
+  CHECK_THROWS_WITH_AS(structural::join<float>("x", bad), doctest::Contains("only groups that add together"), spruce::error);
+}

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "spruce/core/error.hpp"
+#include "spruce/core/parallel.hpp"
 #include "spruce/core/rounding.hpp"
 #include "spruce/core/shape.hpp"
 #include "spruce/core/tensor_ref.hpp"
@@ -30,6 +31,14 @@ struct member {
   tensor_ref<T> view;
   std::size_t axis = 0;
   std::size_t factor = 1;
+};
+
+/// A pruned copy of one member: its name, new shape and packed row-major values.
+template <class T>
+struct owned_member {
+  std::string name;
+  std::vector<std::size_t> shape;
+  std::vector<T> data;
 };
 
 /// How many channels of `channels` to keep when pruning `ratio` of them: the lab's
@@ -128,10 +137,13 @@ class channel_group {
     for (auto& m : members_) {
       const auto [outer, block] = geometry(m);
       std::vector<std::remove_const_t<T>> copy(m.view.data(), m.view.data() + m.view.size());
-      for (std::size_t o = 0; o < outer; ++o)
-        for (std::size_t j = 0; j < channels_; ++j)
-          std::memcpy(m.view.data() + (o * channels_ + j) * block, copy.data() + (o * channels_ + order[j]) * block,
-                      block * sizeof(T));
+      T* dst = m.view.data();
+      const std::size_t channels = channels_;
+      // Rows scatter from the private copy, so they are independent: split them.
+      parallel_for(0, outer * channels, [&](std::size_t r) {
+        const std::size_t o = r / channels, j = r % channels;
+        std::memcpy(dst + r * block, copy.data() + (o * channels + order[j]) * block, block * sizeof(T));
+      }, m.view.size() >= parallel_threshold ? 2 : outer * channels + 1);
     }
   }
 
@@ -176,6 +188,31 @@ class channel_group {
       m.view = tensor_ref<T>(p, shape);
     }
     channels_ = kept.size();
+  }
+
+  /// Like keep(), but into new owning storage: returns every member with only channels
+  /// `keep` (ascending), leaving the group and its tensors untouched.
+  std::vector<owned_member<std::remove_const_t<T>>> keep_copy(std::span<const std::size_t> keep) const {
+    if (keep.empty())
+      throw error("channel group '" + name_ + "': keeping 0 channels would cut the network; keep at least one");
+    check_indices(keep, "keep list");
+    std::vector<std::size_t> kept(keep.begin(), keep.end());
+    std::sort(kept.begin(), kept.end());
+    std::vector<owned_member<std::remove_const_t<T>>> out;
+    for (const auto& m : members_) {
+      const auto [outer, block] = geometry(m);
+      owned_member<std::remove_const_t<T>> o{m.name, {m.view.shape().begin(), m.view.shape().end()}, {}};
+      o.shape[m.axis] = kept.size() * m.factor;
+      o.data.resize(outer * kept.size() * block);
+      std::size_t to = 0;
+      for (std::size_t r = 0; r < outer; ++r)
+        for (std::size_t c : kept) {
+          std::memcpy(o.data.data() + to, m.view.data() + (r * channels_ + c) * block, block * sizeof(T));
+          to += block;
+        }
+      out.push_back(std::move(o));
+    }
+    return out;
   }
 
   /// Keeps the first `k` channels (the lab's channel_prune after sorting).
@@ -223,5 +260,23 @@ class channel_group {
   bool frozen_ = false;
   std::size_t channels_ = 0;
 };
+
+/// One group from several that must lose the same channels: residual branches that are
+/// added together share one selection. All members move together; the joined group is
+/// frozen if any part is.
+template <class T>
+channel_group<T> join(std::string name, std::span<const channel_group<T>> parts) {
+  std::vector<member<T>> all;
+  bool frozen = false;
+  for (const auto& g : parts) {
+    if (!parts.empty() && g.channels() != parts.front().channels())
+      throw error("join '" + name + "': group '" + g.name() + "' has " + std::to_string(g.channels()) +
+                  " channels but '" + parts.front().name() + "' has " + std::to_string(parts.front().channels()) +
+                  "; only groups that add together can be joined");
+    frozen = frozen || g.frozen();
+    for (const auto& m : g.members()) all.push_back({g.name() + "/" + m.name, m.view, m.axis, m.factor});
+  }
+  return channel_group<T>(std::move(name), std::move(all), frozen);
+}
 
 }  // namespace spruce::structural
