@@ -135,7 +135,8 @@ class channel_group {
       throw error("permutation of channel group '" + name_ + "' has " + std::to_string(order.size()) +
                   " entries for " + std::to_string(channels_) + " channels; pass each channel once");
     for (auto& m : members_) {
-      const auto [outer, block] = geometry(m);
+      const auto geo = geometry(m);  // not a structured binding: clang 14 cannot capture one
+      const std::size_t outer = geo.first, block = geo.second;
       std::vector<std::remove_const_t<T>> copy(m.view.data(), m.view.data() + m.view.size());
       T* dst = m.view.data();
       const std::size_t channels = channels_;
