@@ -55,3 +55,4 @@
 #include "spruce/structural/channel_group.hpp"
 #include "spruce/structural/slimming.hpp"
 #include "spruce/structural/sequential.hpp"
+#include "spruce/sparse/csr.hpp"
