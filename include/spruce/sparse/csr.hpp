@@ -166,7 +166,17 @@ void spmm(const csr_matrix<T, Index>& a, const tensor_ref<const T>& b, const ten
       T* ct = crow + j0;
       if (beta == T(0)) std::fill(ct, ct + len, T(0));
       else if (beta != T(1)) for (std::size_t j = 0; j < len; ++j) ct[j] *= beta;
-      for (Index p = rp[i]; p < rp[i + 1]; ++p) {
+      // Four nonzeros per pass over the C tile: a quarter of the C loads and stores.
+      Index p = rp[i];
+      for (; p + 4 <= rp[i + 1]; p += 4) {
+        const T s0 = alpha * av[p], s1 = alpha * av[p + 1], s2 = alpha * av[p + 2], s3 = alpha * av[p + 3];
+        const T* b0 = bp + static_cast<std::size_t>(ci[p]) * n + j0;
+        const T* b1 = bp + static_cast<std::size_t>(ci[p + 1]) * n + j0;
+        const T* b2 = bp + static_cast<std::size_t>(ci[p + 2]) * n + j0;
+        const T* b3 = bp + static_cast<std::size_t>(ci[p + 3]) * n + j0;
+        for (std::size_t j = 0; j < len; ++j) ct[j] += s0 * b0[j] + s1 * b1[j] + s2 * b2[j] + s3 * b3[j];
+      }
+      for (; p < rp[i + 1]; ++p) {
         const T s = alpha * av[p];
         const T* bt = bp + static_cast<std::size_t>(ci[p]) * n + j0;
         for (std::size_t j = 0; j < len; ++j) ct[j] += s * bt[j];
