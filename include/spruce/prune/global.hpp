@@ -21,13 +21,17 @@
 
 namespace spruce {
 
-/// Per-tensor bounds on the fraction of groups pruned under global scope. A global cut
-/// can empty a layer whose weights are all small (the Network Slimming failure); `max`
-/// below 1 always leaves at least one group, and `min` forces every layer to give up at
-/// least that much. Defaults: no bounds.
+/// Per-tensor bounds on the groups pruned under global scope. A global cut can empty a
+/// layer whose weights are all small (the Network Slimming failure); `max` below 1 always
+/// leaves at least one group, `min_kept` keeps at least that many groups of every tensor
+/// (all of a smaller one), and `min` forces every layer to give up at least that fraction.
+/// Defaults: no bounds.
 struct sparsity_limits {
   double min = 0.0;
   double max = 1.0;
+  std::size_t min_kept = 0;
+
+  bool bounded() const noexcept { return min > 0.0 || max < 1.0 || min_kept > 0; }
 };
 
 namespace detail {
@@ -41,6 +45,7 @@ inline global_part limits_for(std::size_t groups, const sparsity_limits& l) {
   const auto g = static_cast<double>(groups);
   std::size_t hi = static_cast<std::size_t>(std::floor(l.max * g));
   if (l.max < 1.0 && groups > 0) hi = std::min(hi, groups - 1);
+  hi = std::min(hi, groups - std::min(groups, l.min_kept));
   const std::size_t lo = std::min(hi, static_cast<std::size_t>(std::ceil(l.min * g)));
   return {groups, lo, hi};
 }
@@ -51,8 +56,8 @@ inline global_part limits_for(std::size_t groups, const sparsity_limits& l) {
 /// the scores were concatenated in order (they never are), with the pruner's granularity,
 /// criterion and count rule (threshold or exact; `exact` breaks ties by tensor order, then
 /// index). Fine-grained L1 reads the weights directly. With `limits`, tensors whose share
-/// falls outside [min, max] are fixed at the bound and the rest of the budget is
-/// re-selected among the others, until every tensor is within bounds. Returns one mask per
+/// falls outside their bounds are fixed at the bound (exactly, ties by index) and the rest
+/// of the budget is re-selected among the others, until every tensor is within bounds. Returns one mask per
 /// tensor, in order; nothing is written. Throws spruce::error for duplicate names, bad
 /// limits, NaN scores (naming the tensor) or a bad rule parameter.
 template <granularity::group_granularity G, criterion::any_criterion C, selection::count_rule S,
@@ -99,11 +104,12 @@ std::vector<mask> global_masks(const pruner<G, C, S>& p, std::span<const named_t
   }
   std::size_t budget = p.selection.count(total, "the global selection");
 
-  auto select = [&](std::span<const std::span<const T>> ps, std::size_t count, std::span<const std::string> ns) {
+  auto select = [&](std::span<const std::span<const T>> ps, std::size_t count, std::span<const std::string> ns,
+                    select::tie_break ties) {
     if constexpr (fused)
-      return select::lowest_masks<select::by_magnitude>(ps, count, S::ties, ns);
+      return select::lowest_masks<select::by_magnitude>(ps, count, ties, ns);
     else
-      return select::lowest_masks<select::by_value>(ps, count, S::ties, ns);
+      return select::lowest_masks<select::by_value>(ps, count, ties, ns);
   };
 
   std::vector<byte_buffer> keep(nt);
@@ -116,8 +122,8 @@ std::vector<mask> global_masks(const pruner<G, C, S>& p, std::span<const named_t
     for (std::size_t i = 0; i < nt; ++i)
       if (!fixed[i]) free.push_back(i), fp.push_back(parts[i]), fn.push_back(names[i]), free_total += parts[i].size();
     if (free.empty()) break;
-    auto masks = select(fp, std::min(budget, free_total), fn);
-    const bool bounded = limits.min > 0.0 || limits.max < 1.0;
+    auto masks = select(fp, std::min(budget, free_total), fn, S::ties);
+    const bool bounded = limits.bounded();
     bool violated = false;
     for (std::size_t j = 0; j < free.size(); ++j) {
       const std::size_t i = free[j];
@@ -126,8 +132,11 @@ std::vector<mask> global_masks(const pruner<G, C, S>& p, std::span<const named_t
       if (bounded && (pruned < bound[i].lo || pruned > bound[i].hi)) {
         const std::size_t at = pruned < bound[i].lo ? bound[i].lo : bound[i].hi;
         const std::span<const T> one = parts[i];
+        // Exactly `at`, ties by index: a bound must hold even where the rule's ties would
+        // cut more.
         keep[i] = std::move(select(std::span<const std::span<const T>>(&one, 1), at,
-                                   std::span<const std::string>(&names[i], 1)).front());
+                                   std::span<const std::string>(&names[i], 1), select::tie_break::lower_index)
+                                .front());
         fixed[i] = 1;
         budget -= std::min(budget, at);
         violated = true;

@@ -13,7 +13,6 @@
 #include "spruce/granularity/element.hpp"
 #include "spruce/prune/global.hpp"
 #include "spruce/prune/pruner.hpp"
-#include "spruce/selection/exact.hpp"
 #include "spruce/selection/slimming.hpp"
 
 namespace spruce::structural {
@@ -22,13 +21,12 @@ namespace spruce::structural {
 /// every layer goes into one selection (the reference rule: threshold = sorted |gamma| at
 /// floor(total * percent), keep |gamma| > threshold). The reference can empty a layer at
 /// high percent; with `min_keep` > 0 the safe rule applies when it would: layers that fall
-/// below min_keep keep exactly their min_keep largest |gamma|, and the remaining budget of
-/// the reference count is cut, exactly, from the other layers (repeated until no layer is
-/// starved). Returns one keep mask per layer (1 = keep the channel), in order.
+/// below min_keep keep exactly their min_keep largest |gamma|, and the rest of the
+/// reference count is re-selected among the other layers (global scope with
+/// `sparsity_limits::min_kept`). Returns one keep mask per layer (1 = keep), in order.
 template <class T>
 std::vector<mask> slimming_masks(std::span<const named_tensor<T>> gammas, double percent,
                                  std::size_t min_keep = 0) {
-  std::size_t total = 0;
   for (const auto& g : gammas) {
     if (g.view.rank() != 1)
       throw error("slimming: BN scale '" + g.name + "' has shape " + shape_string(g.view.shape()) +
@@ -36,41 +34,11 @@ std::vector<mask> slimming_masks(std::span<const named_tensor<T>> gammas, double
     if (g.view.size() < min_keep)
       throw error("slimming: layer '" + g.name + "' has " + std::to_string(g.view.size()) +
                   " channels, fewer than min_keep = " + std::to_string(min_keep) + "; lower min_keep");
-    total += g.view.size();
   }
-  using exact_l1 = pruner<granularity::element, criterion::l1, selection::exact>;
-  std::vector<mask> masks =
-      global_masks(pruner<granularity::element, criterion::l1, selection::slimming>{{}, {}, {percent}}, gammas);
-  auto starved = [&](const mask& m) { return m.count_kept() < min_keep; };
-  if (std::none_of(masks.begin(), masks.end(), starved)) return masks;
-
-  std::size_t budget = selection::slimming{percent}.count(total, "slimming");
-  std::vector<char> fixed(gammas.size(), 0);
-  for (std::size_t round = 0; round <= gammas.size(); ++round) {
-    std::vector<named_tensor<T>> free;
-    std::vector<std::size_t> idx;
-    std::size_t free_total = 0;
-    for (std::size_t i = 0; i < gammas.size(); ++i)
-      if (!fixed[i]) free.push_back(gammas[i]), idx.push_back(i), free_total += gammas[i].view.size();
-    if (free.empty()) break;
-    auto fm = global_masks(exact_l1{{}, {}, selection::exact(std::min(budget, free_total))},
-                           std::span<const named_tensor<T>>(free));
-    bool violated = false;
-    for (std::size_t j = 0; j < free.size(); ++j) {
-      const std::size_t i = idx[j];
-      if (starved(fm[j])) {
-        const std::size_t cut = gammas[i].view.size() - min_keep;
-        masks[i] = exact_l1{{}, {}, selection::exact(cut)}.compute(tensor_ref<const T>(gammas[i].view), gammas[i].name);
-        fixed[i] = 1;
-        budget -= std::min(budget, cut);
-        violated = true;
-      } else {
-        masks[i] = std::move(fm[j]);
-      }
-    }
-    if (!violated) break;
-  }
-  return masks;
+  sparsity_limits limits;
+  limits.min_kept = min_keep;
+  return global_masks(pruner<granularity::element, criterion::l1, selection::slimming>{{}, {}, {percent}}, gammas,
+                      limits);
 }
 
 /// Sparsity training for network slimming: adds the L1 subgradient lambda * sign(gamma)
