@@ -173,7 +173,8 @@ class bit_mask {
   struct sized {};
   bit_mask(std::span<const std::size_t> shape, sized) : rank_(shape.size()) {
     if (rank_ > max_rank)
-      throw error("mask rank " + std::to_string(rank_) + " exceeds " + std::to_string(max_rank));
+      throw error("mask rank " + std::to_string(rank_) + " exceeds " + std::to_string(max_rank) +
+                  "; spruce tensors have rank 1 to 8 (reshape the tensor)");
     std::copy(shape.begin(), shape.end(), shape_.begin());
     size_ = shape.empty() ? 0 : 1;
     for (std::size_t e : shape) size_ *= e;

@@ -82,7 +82,8 @@ class mask {
   mask(std::span<const std::size_t> shape, byte_buffer bytes, no_check)
       : rank_(shape.size()), bytes_(std::move(bytes)) {
     if (rank_ > max_rank)
-      throw error("mask rank " + std::to_string(rank_) + " exceeds " + std::to_string(max_rank));
+      throw error("mask rank " + std::to_string(rank_) + " exceeds " + std::to_string(max_rank) +
+                  "; spruce tensors have rank 1 to 8 (reshape the tensor)");
     std::copy(shape.begin(), shape.end(), shape_.begin());
   }
   static std::size_t checked_size(std::span<const std::size_t> shape) {

@@ -184,7 +184,7 @@ class masked_parameters {
   const entry& checked_entry(std::string_view name) const {
     const entry* e = find_entry(name);
     if (e == nullptr)
-      throw error(detail::tensor_label(std::string(name)) + " has no mask in this registry");
+      throw error(detail::tensor_label(std::string(name)) + " has no mask in this registry; register it with add() (or use find() to test for it)");
     return *e;
   }
 

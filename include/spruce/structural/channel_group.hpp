@@ -104,11 +104,7 @@ class channel_group {
   std::span<const member<T>> members() const noexcept { return members_; }
 
   /// The view of member `name` (its shape shrinks after pruning).
-  const tensor_ref<T>& view(std::string_view name) const {
-    for (const auto& m : members_)
-      if (m.name == name) return m.view;
-    throw error("channel group '" + name_ + "' has no member '" + std::string(name) + "'");
-  }
+  const tensor_ref<T>& view(std::string_view name) const { return find(name).view; }
 
   /// One importance score per channel from member `which` under criterion `c`: the
   /// channel's slice of that member (every axis but the member's reduced, factor
@@ -230,7 +226,9 @@ class channel_group {
   const member<T>& find(std::string_view which) const {
     for (const auto& m : members_)
       if (m.name == which) return m;
-    throw error("channel group '" + name_ + "' has no member '" + std::string(which) + "'");
+    std::string names;
+    for (const auto& m : members_) names += (names.empty() ? "'" : ", '") + m.name + "'";
+    throw error("channel group '" + name_ + "' has no member '" + std::string(which) + "'; its members are " + names);
   }
   // (outer count, contiguous elements per channel and outer index)
   std::pair<std::size_t, std::size_t> geometry(const member<T>& m) const {
