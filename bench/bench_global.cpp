@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "spruce/spruce.hpp"
+#include "bench_common.hpp"
 
 namespace {
 
@@ -48,20 +49,12 @@ const model& vgg() {
   return m;
 }
 
-template <class F>
-void run(benchmark::State& st, F&& body) {
-  body();
-  for (auto _ : st) body();
-  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(vgg().total));
-  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) *
-                       static_cast<std::int64_t>(vgg().total * sizeof(float)));
-}
 
 void global_spruce(benchmark::State& st) {
   const auto& m = vgg();
   const spruce::pruner<spruce::granularity::element, spruce::criterion::l1, spruce::selection::exact> p{
       {}, {}, spruce::selection::exact(0.5)};
-  run(st, [&] {
+  spruce_bench::run(st, vgg().total, [&] {
     auto masks = spruce::global_masks(p, std::span<const spruce::named_tensor<float>>(m.params));
     benchmark::DoNotOptimize(masks.data());
   });
@@ -71,7 +64,7 @@ void global_spruce(benchmark::State& st) {
 void global_concat_nth_element(benchmark::State& st) {
   const auto& m = vgg();
   const std::size_t k = spruce::count_from_ratio(0.5, m.total);
-  run(st, [&] {
+  spruce_bench::run(st, vgg().total, [&] {
     std::vector<float> all;
     all.reserve(m.total);
     for (const auto& w : m.data)
@@ -91,7 +84,7 @@ void global_concat_nth_element(benchmark::State& st) {
 void global_memcpy(benchmark::State& st) {
   const auto& m = vgg();
   std::vector<float> dst(m.total);
-  run(st, [&] {
+  spruce_bench::run(st, vgg().total, [&] {
     std::size_t at = 0;
     for (const auto& w : m.data) {
       std::memcpy(dst.data() + at, w.data(), w.size() * sizeof(float));

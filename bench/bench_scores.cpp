@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "spruce/spruce.hpp"
+#include "bench_common.hpp"
 
 namespace {
 
@@ -26,19 +27,13 @@ const std::vector<float>& weights() {
   return w;
 }
 
-template <class F>
-void run(benchmark::State& st, F&& body) {
-  body();
-  for (auto _ : st) body();
-  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(n * sizeof(float)));
-}
 
 template <class G>
 void scores_spruce(benchmark::State& st) {
   const auto& w = weights();
   const auto v = spruce::make_view(w.data(), out, in, 3, 3);
   const spruce::pruner<G, spruce::criterion::l2, spruce::selection::exact> p{};
-  run(st, [&] {
+  spruce_bench::run(st, n, [&] {
     auto s = p.scores(spruce::criterion::inputs<float>{v}, "conv");
     benchmark::DoNotOptimize(s.data());
   });
@@ -47,7 +42,7 @@ void scores_spruce(benchmark::State& st) {
 // Baseline: the obvious loops (one running sum per group).
 void filter_naive(benchmark::State& st) {
   const auto& w = weights();
-  run(st, [&] {
+  spruce_bench::run(st, n, [&] {
     std::vector<float> s(out);
     for (std::size_t o = 0; o < out; ++o) {
       float a = 0;
@@ -60,7 +55,7 @@ void filter_naive(benchmark::State& st) {
 
 void channel_naive(benchmark::State& st) {
   const auto& w = weights();
-  run(st, [&] {
+  spruce_bench::run(st, n, [&] {
     std::vector<float> s(in, 0.0f);
     for (std::size_t o = 0; o < out; ++o)
       for (std::size_t c = 0; c < in; ++c)
@@ -73,7 +68,7 @@ void channel_naive(benchmark::State& st) {
 void scores_memcpy(benchmark::State& st) {
   const auto& w = weights();
   std::vector<float> dst(n);
-  run(st, [&] {
+  spruce_bench::run(st, n, [&] {
     std::memcpy(dst.data(), w.data(), n * sizeof(float));
     benchmark::DoNotOptimize(dst.data());
     benchmark::ClobberMemory();
