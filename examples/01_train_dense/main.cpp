@@ -1,0 +1,2 @@
+// Placeholder until the training program lands (issue 6).
+int main() { return 0; }
