@@ -2,7 +2,9 @@
 // random data, empty rows, all-zero and fully dense matrices, 1 x 1 and odd shapes.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -15,19 +17,26 @@ namespace {
 
 template <class T>
 std::vector<T> dense_ref(const std::vector<T>& a, std::size_t m, std::size_t k, const std::vector<T>& b, std::size_t n,
-                         const std::vector<T>& c0, T alpha, T beta) {
+                         const std::vector<T>& c0, T alpha, T beta, std::vector<double>* abs_sum = nullptr) {
   std::vector<T> c(m * n);
+  if (abs_sum) abs_sum->assign(m * n, 0.0);
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {
       double s = 0;
       for (std::size_t p = 0; p < k; ++p) s += static_cast<double>(a[i * k + p]) * b[p * n + j];
+      if (abs_sum)
+        for (std::size_t p = 0; p < k; ++p) (*abs_sum)[i * n + j] += std::abs(static_cast<double>(a[i * k + p]) * b[p * n + j]);
       c[i * n + j] = static_cast<T>(alpha * s + (beta == T(0) ? 0.0 : static_cast<double>(beta) * c0[i * n + j]));
     }
   return c;
 }
 
+/// Layout of a dense operand in a test: row-major, or column-major (the transpose).
+enum class layout { row, col };
+
 template <class T>
-void check_case(std::size_t m, std::size_t k, std::size_t n, double density, std::mt19937& rng, T alpha, T beta) {
+void check_case(std::size_t m, std::size_t k, std::size_t n, double density, std::mt19937& rng, T alpha, T beta,
+                layout lb = layout::row, layout lc = layout::row) {
   std::normal_distribution<double> g;
   std::uniform_real_distribution<double> u(0, 1);
   std::vector<T> a(m * k), b(k * n), c(m * n);
@@ -35,7 +44,7 @@ void check_case(std::size_t m, std::size_t k, std::size_t n, double density, std
   for (std::size_t i = 0; i < m; i += 3)  // some empty rows
     for (std::size_t p = 0; p < k && density < 1.0; ++p) a[i * k + p] = T(0);
   for (auto& x : b) x = static_cast<T>(g(rng));
-  for (auto& x : c) x = static_cast<T>(g(rng));
+  for (auto& x : c) x = beta == T(0) ? std::numeric_limits<T>::quiet_NaN() : static_cast<T>(g(rng));
   const std::vector<std::size_t> sa{m, k}, sb{k, n}, sc{m, n};
   const auto csr = sparse::csr_matrix<T>::from_dense(tensor_ref<const T>(a.data(), sa));
   csr.validate();
@@ -43,12 +52,27 @@ void check_case(std::size_t m, std::size_t k, std::size_t n, double density, std
   std::vector<T> back(m * k, T(7));
   csr.to_dense(tensor_ref<T>(back.data(), sa));
   CHECK(back == a);
-  const auto want = dense_ref(a, m, k, b, n, c, alpha, beta);
-  sparse::spmm(csr, tensor_ref<const T>(b.data(), sb), tensor_ref<T>(c.data(), sc), alpha, beta);
-  for (std::size_t i = 0; i < c.size(); ++i) {
-    CAPTURE(i);
-    REQUIRE(std::abs(c[i] - want[i]) <= 1e-4 * std::max(1.0, std::abs(static_cast<double>(want[i]))));
-  }
+  std::vector<double> abs_sum;
+  const auto want = dense_ref(a, m, k, b, n, c, alpha, beta, &abs_sum);
+  // Column-major operands hold the same logical matrix, stored transposed.
+  std::vector<T> bs(b.size()), cs(c.size());
+  for (std::size_t p = 0; p < k; ++p)
+    for (std::size_t j = 0; j < n; ++j) bs[lb == layout::row ? p * n + j : j * k + p] = b[p * n + j];
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) cs[lc == layout::row ? i * n + j : j * m + i] = c[i * n + j];
+  const std::vector<std::size_t> b_strides = lb == layout::row ? std::vector<std::size_t>{n, 1} : std::vector<std::size_t>{1, k};
+  const std::vector<std::size_t> c_strides = lc == layout::row ? std::vector<std::size_t>{n, 1} : std::vector<std::size_t>{1, m};
+  sparse::spmm(csr, tensor_ref<const T>(bs.data(), sb, b_strides), tensor_ref<T>(cs.data(), sc, c_strides), alpha, beta);
+  for (std::size_t i = 0; i < m; ++i)
+    for (std::size_t j = 0; j < n; ++j) {
+      const T got = cs[lc == layout::row ? i * n + j : j * m + i];
+      const T w = want[i * n + j];
+      CAPTURE(i);
+      CAPTURE(j);
+      // 1e-4 relative, plus the rounding a float sum of many terms may lose to cancellation.
+      const double tol = 1e-4 * std::max(1.0, std::abs(static_cast<double>(w))) + 1e-6 * std::abs(alpha) * abs_sum[i * n + j];
+      REQUIRE(std::abs(got - w) <= tol);
+    }
 }
 
 }  // namespace
@@ -65,6 +89,31 @@ TEST_CASE_TEMPLATE("csr spmm matches the dense reference", T, float, double) {
       check_case<T>(m, k, n, density, rng, T(0.5), T(-2));
       check_case<T>(m, k, n, density, rng, T(2), T(1));
     }
+}
+
+TEST_CASE_TEMPLATE("csr spmm with column-major B and C (a linear layer's X * W^T) and deep K", T, float, double) {
+  std::mt19937 rng(5);
+  // 7000 rows of B exceed one L2 slice of the packed panel at every vector width, so the
+  // product runs in several K passes; n = 1 and 3 leave fewer panels than threads.
+  for (auto [m, k, n] : {std::array<std::size_t, 3>{9, 7000, 37}, {1, 1, 1}, {6, 11, 3}, {130, 70, 1}, {20, 300, 129}})
+    for (layout lb : {layout::row, layout::col})
+      for (layout lc : {layout::row, layout::col}) {
+        CAPTURE(m);
+        CAPTURE(k);
+        CAPTURE(n);
+        CAPTURE(static_cast<int>(lb));
+        CAPTURE(static_cast<int>(lc));
+        check_case<T>(m, k, n, 0.2, rng, T(1), T(0), lb, lc);
+        check_case<T>(m, k, n, 0.7, rng, T(-1.5), T(0.25), lb, lc);
+      }
+}
+
+TEST_CASE("csr spmm on empty shapes leaves C as beta * C") {
+  std::mt19937 rng(9);
+  check_case<float>(0, 5, 3, 0.5, rng, 1.0f, 0.0f);
+  check_case<float>(4, 5, 0, 0.5, rng, 1.0f, 0.0f);
+  check_case<float>(4, 0, 6, 0.5, rng, 1.0f, 0.0f);  // no K: C = beta * C, NaN overwritten
+  check_case<float>(4, 0, 6, 0.5, rng, 1.0f, 2.0f);
 }
 
 TEST_CASE("csr from a keep mask stores every kept entry, zeros included") {
@@ -95,5 +144,11 @@ TEST_CASE("the validator catches hand-built mistakes and spmm checks shapes") {
   const std::vector<std::size_t> sb{4, 2}, sc{2, 2};
   CHECK_THROWS_WITH_AS(sparse::spmm(a, tensor_ref<const float>(b.data(), sb), tensor_ref<float>(c.data(), sc)),
                        doctest::Contains("need B [A.cols, N]"), spruce::error);
+  CHECK(c == std::vector<float>(4, 9.0f));
+  // A B that is neither row- nor column-major (every other element of a wider buffer).
+  std::vector<float> wide(3 * 2 * 4);
+  const std::vector<std::size_t> sb3{3, 2}, strided{8, 2};
+  CHECK_THROWS_WITH_AS(sparse::spmm(a, tensor_ref<const float>(wide.data(), sb3, strided), tensor_ref<float>(c.data(), sc)),
+                       doctest::Contains("row-major or column-major"), spruce::error);
   CHECK(c == std::vector<float>(4, 9.0f));
 }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -12,6 +13,7 @@
 #include "spruce/core/error.hpp"
 #include "spruce/core/parallel.hpp"
 #include "spruce/core/shape.hpp"
+#include "spruce/core/simd.hpp"
 #include "spruce/core/tensor_ref.hpp"
 #include "spruce/prune/mask.hpp"
 
@@ -136,53 +138,211 @@ class csr_matrix {
   std::vector<T> values_;
 };
 
-/// C = alpha * A * B + beta * C with A sparse (M x K) and B (K x N), C (M x N) dense,
-/// packed row-major. Rows of C are split between threads; each row is built tile by
-/// tile of B's columns (512 at a time), so the C tile stays in L1 while the B rows of the
-/// row's nonzeros stream through. beta == 0 overwrites C (NaN in C does not survive).
-/// Throws spruce::error, writing nothing, when the shapes disagree.
+namespace detail {
+
+/// Columns of B (and C) one register tile covers: four vector registers, so 16 floats with
+/// SSE2, 32 with AVX, 64 with AVX-512.
+template <class T>
+inline constexpr std::size_t spmm_panel = 4 * spruce::detail::simd_lanes<T>;
+
+/// Rows of B packed per pass: the packed panel (rows x panel width) is kept near 384 KiB
+/// so that it stays in L2 while every row of A streams over it.
+template <class T>
+inline constexpr std::size_t spmm_depth = std::size_t{384 * 1024} / (spmm_panel<T> * sizeof(T));
+
+/// A dense operand of a sparse product: element (r, c) lives at data[r * rs + c * cs];
+/// row-major (cs == 1) and column-major (rs == 1) views both qualify.
+template <class T>
+struct dense_operand {
+  T* data = nullptr;
+  std::size_t rows = 0, cols = 0, rs = 0, cs = 0;
+};
+
+/// The 2-D view as a dense operand; throws spruce::error (naming `what`) unless it is 2-D
+/// with unit stride along one axis.
+template <class T>
+dense_operand<T> as_dense_operand(const tensor_ref<T>& v, const char* what) {
+  if (v.rank() != 2)
+    throw error(std::string("spmm: ") + what + " of shape " + shape_string(v.shape()) + " is not a matrix");
+  const auto st = v.strides();
+  dense_operand<T> d{v.data(), v.extent(0), v.extent(1), st[0], st[1]};
+  const bool row_major = d.cs == 1 || d.cols <= 1, col_major = d.rs == 1 || d.rows <= 1;
+  if (!row_major && !col_major)
+    throw error(std::string("spmm: ") + what + " has strides " + shape_string(st) +
+                "; pass a row-major or column-major matrix (unit stride along one axis)");
+  return d;
+}
+
+/// Copies B[k0:k1, j0:j0+len) into `panel` (width P, zero past len) so the product reads
+/// one contiguous, L2-resident block whatever B's layout and however its rows alias in
+/// the cache (a 4 KiB row stride would map every row to the same L1 set).
+template <class T, std::size_t P>
+void pack_panel(const dense_operand<const T>& b, std::size_t k0, std::size_t k1, std::size_t j0, std::size_t len,
+                T* __restrict panel) {
+  if (b.cs == 1) {
+    for (std::size_t k = k0; k < k1; ++k) {
+      const T* src = b.data + k * b.rs + j0;
+      T* dst = panel + (k - k0) * P;
+      std::memcpy(dst, src, len * sizeof(T));
+      std::fill(dst + len, dst + P, T(0));
+    }
+  } else {
+    if (len < P)
+      for (std::size_t k = k0; k < k1; ++k) std::fill(panel + (k - k0) * P + len, panel + (k - k0 + 1) * P, T(0));
+    for (std::size_t jj = 0; jj < len; ++jj) {
+      const T* src = b.data + (j0 + jj) * b.cs;
+      for (std::size_t k = k0; k < k1; ++k) panel[(k - k0) * P + jj] = src[k * b.rs];
+    }
+  }
+}
+
+/// out[0:P) = sum over entries [p, e) of values[p] * panel row (col_idx[p] - k0). Two
+/// interleaved sets of four register accumulators: eight independent FMA chains hide the
+/// FMA latency, and each value is broadcast once per four vector loads.
+template <class T, class Index, std::size_t P>
+inline void csr_row_panel(const Index* __restrict ci, const T* __restrict av, Index p, Index e, const T* __restrict panel,
+                          std::size_t k0, T* __restrict out) {
+#if SPRUCE_HAS_VECTOR_EXTENSIONS
+  using spruce::detail::simd;
+  using spruce::detail::simd_load;
+  constexpr std::size_t L = spruce::detail::simd_lanes<T>;
+  static_assert(P == 4 * L);
+  simd<T> a0{}, a1{}, a2{}, a3{}, c0{}, c1{}, c2{}, c3{};
+  for (; p + 2 <= e; p += 2) {
+    const T v0 = av[p], v1 = av[p + 1];
+    const T* b0 = panel + (static_cast<std::size_t>(ci[p]) - k0) * P;
+    const T* b1 = panel + (static_cast<std::size_t>(ci[p + 1]) - k0) * P;
+    a0 += v0 * simd_load(b0);
+    a1 += v0 * simd_load(b0 + L);
+    a2 += v0 * simd_load(b0 + 2 * L);
+    a3 += v0 * simd_load(b0 + 3 * L);
+    c0 += v1 * simd_load(b1);
+    c1 += v1 * simd_load(b1 + L);
+    c2 += v1 * simd_load(b1 + 2 * L);
+    c3 += v1 * simd_load(b1 + 3 * L);
+  }
+  if (p < e) {
+    const T v0 = av[p];
+    const T* b0 = panel + (static_cast<std::size_t>(ci[p]) - k0) * P;
+    a0 += v0 * simd_load(b0);
+    a1 += v0 * simd_load(b0 + L);
+    a2 += v0 * simd_load(b0 + 2 * L);
+    a3 += v0 * simd_load(b0 + 3 * L);
+  }
+  spruce::detail::simd_store(out, a0 + c0);
+  spruce::detail::simd_store(out + L, a1 + c1);
+  spruce::detail::simd_store(out + 2 * L, a2 + c2);
+  spruce::detail::simd_store(out + 3 * L, a3 + c3);
+#else
+  T acc[P] = {};
+  for (; p < e; ++p) {
+    const T v = av[p];
+    const T* bt = panel + (static_cast<std::size_t>(ci[p]) - k0) * P;
+    for (std::size_t j = 0; j < P; ++j) acc[j] += v * bt[j];
+  }
+  std::copy(acc, acc + P, out);
+#endif
+}
+
+/// C[i, j0:j0+len) = alpha * acc + beta * C (first pass over K) or += alpha * acc (later
+/// passes). beta == 0 overwrites, as in BLAS, so NaN in C does not survive.
+template <class T>
+inline void store_panel(const dense_operand<T>& c, std::size_t i, std::size_t j0, std::size_t len, const T* acc, T alpha,
+                        T beta, bool first) {
+  T* dst = c.data + i * c.rs + j0 * c.cs;
+  const std::size_t cs = c.cs;
+  if (!first) {
+    for (std::size_t j = 0; j < len; ++j) dst[j * cs] += alpha * acc[j];
+  } else if (beta == T(0)) {
+    for (std::size_t j = 0; j < len; ++j) dst[j * cs] = alpha * acc[j];
+  } else {
+    for (std::size_t j = 0; j < len; ++j) dst[j * cs] = alpha * acc[j] + beta * dst[j * cs];
+  }
+}
+
+/// Runs `panel_job(j0, len, row_begin, row_end, scratch)` over every column panel of C,
+/// split between threads: whole panels per thread when there are enough of them (each
+/// thread keeps its packed B panel to itself), otherwise panels times row ranges. Scratch
+/// (`scratch_size` elements per thread) is allocated before the parallel region, so
+/// nothing inside it can throw.
+template <class T, std::size_t P, class Job>
+void for_each_panel(std::size_t rows, std::size_t cols, std::size_t work, std::size_t scratch_size, Job&& panel_job) {
+  const std::size_t panels = (cols + P - 1) / P;
+  if (panels == 0 || rows == 0) return;
+  const bool parallel = work >= (std::size_t{1} << 17) && max_threads() > 1;
+  const std::size_t threads = parallel ? static_cast<std::size_t>(max_threads()) : 1;
+  const std::size_t row_parts = panels >= threads ? 1 : std::min(rows, (threads + panels - 1) / panels);
+  const std::size_t tasks = panels * row_parts;
+  std::vector<T> scratch(threads * scratch_size);
+  parallel_chunks(tasks, [&](std::size_t t, std::size_t, std::size_t b, std::size_t e) {
+    T* mine = scratch.data() + t * scratch_size;
+    for (std::size_t task = b; task < e; ++task) {
+      const std::size_t q = task / row_parts, r = task % row_parts;
+      const std::size_t j0 = q * P;
+      panel_job(j0, std::min(P, cols - j0), rows * r / row_parts, rows * (r + 1) / row_parts, mine);
+    }
+  }, parallel ? 1 : tasks + 1);
+}
+
+}  // namespace detail
+
+/// C = alpha * A * B + beta * C with A sparse (M x K) and B (K x N), C (M x N) dense. B
+/// and C may each be row-major or column-major (a column-major B is X^T for a linear
+/// layer's X * W^T; a column-major C is then Y^T, so `spmm(W, X^T, Y^T)` computes
+/// Y = X * W^T in place). The product runs over panels of B's columns (four vector
+/// registers wide): each panel is packed, in slices of rows that fit in L2, and every row
+/// of A accumulates its nonzeros against it in registers, so B is read from memory once
+/// and C written once. Panels are split between threads (OpenMP). beta == 0 overwrites C
+/// (NaN in C does not survive). Throws spruce::error, writing nothing, when the shapes or
+/// layouts disagree.
 template <class T, class Index>
 void spmm(const csr_matrix<T, Index>& a, const tensor_ref<const T>& b, const tensor_ref<T>& c, T alpha = T(1),
           T beta = T(0)) {
-  if (b.rank() != 2 || c.rank() != 2 || !b.is_contiguous() || !c.is_contiguous())
-    throw error("spmm: B and C must be packed row-major matrices (B " + shape_string(b.shape()) + ", C " +
-                shape_string(c.shape()) + ")");
-  if (b.extent(0) != a.cols() || c.extent(0) != a.rows() || c.extent(1) != b.extent(1))
+  const auto bo = detail::as_dense_operand(b, "B");
+  const auto co = detail::as_dense_operand(c, "C");
+  if (bo.rows != a.cols() || co.rows != a.rows() || co.cols != bo.cols)
     throw error("spmm: A is " + std::to_string(a.rows()) + " x " + std::to_string(a.cols()) + ", B " +
                 shape_string(b.shape()) + ", C " + shape_string(c.shape()) +
                 "; need B [A.cols, N] and C [A.rows, N]");
-  const std::size_t n = b.extent(1);
-  const T* __restrict bp = b.data();
-  T* __restrict cp = c.data();
+  constexpr std::size_t P = detail::spmm_panel<T>;
+  constexpr std::size_t depth = detail::spmm_depth<T>;
+  const std::size_t k_total = a.cols();
+  const std::size_t slice = std::min(std::max<std::size_t>(k_total, 1), depth);
   const Index* rp = a.row_ptr().data();
   const Index* ci = a.col_idx().data();
   const T* av = a.values().data();
-  constexpr std::size_t tile = 512;
-  const std::size_t work = a.nnz() * n;
-  parallel_for(0, a.rows(), [&](std::size_t i) {
-    T* crow = cp + i * n;
-    for (std::size_t j0 = 0; j0 < n; j0 += tile) {
-      const std::size_t len = std::min(tile, n - j0);
-      T* ct = crow + j0;
-      if (beta == T(0)) std::fill(ct, ct + len, T(0));
-      else if (beta != T(1)) for (std::size_t j = 0; j < len; ++j) ct[j] *= beta;
-      // Four nonzeros per pass over the C tile: a quarter of the C loads and stores.
-      Index p = rp[i];
-      for (; p + 4 <= rp[i + 1]; p += 4) {
-        const T s0 = alpha * av[p], s1 = alpha * av[p + 1], s2 = alpha * av[p + 2], s3 = alpha * av[p + 3];
-        const T* b0 = bp + static_cast<std::size_t>(ci[p]) * n + j0;
-        const T* b1 = bp + static_cast<std::size_t>(ci[p + 1]) * n + j0;
-        const T* b2 = bp + static_cast<std::size_t>(ci[p + 2]) * n + j0;
-        const T* b3 = bp + static_cast<std::size_t>(ci[p + 3]) * n + j0;
-        for (std::size_t j = 0; j < len; ++j) ct[j] += s0 * b0[j] + s1 * b1[j] + s2 * b2[j] + s3 * b3[j];
+  const std::size_t m = a.rows();
+  // Scratch: the packed slice, one accumulator row, and (with several slices) a cursor per
+  // row of A marking where its next slice starts.
+  const bool sliced = k_total > depth;
+  const std::size_t cursor_elems = sliced ? (m * sizeof(Index) + sizeof(T) - 1) / sizeof(T) : 0;
+  detail::for_each_panel<T, P>(m, bo.cols, a.nnz() * bo.cols + m * bo.cols, slice * P + P + cursor_elems,
+                               [&](std::size_t j0, std::size_t len, std::size_t r0, std::size_t r1, T* scratch) {
+    T* panel = scratch;
+    T* acc = scratch + slice * P;
+    Index* cursor = reinterpret_cast<Index*>(acc + P);
+    if (!sliced) {
+      detail::pack_panel<T, P>(bo, 0, k_total, j0, len, panel);
+      for (std::size_t i = r0; i < r1; ++i) {
+        detail::csr_row_panel<T, Index, P>(ci, av, rp[i], rp[i + 1], panel, 0, acc);
+        detail::store_panel(co, i, j0, len, acc, alpha, beta, true);
       }
-      for (; p < rp[i + 1]; ++p) {
-        const T s = alpha * av[p];
-        const T* bt = bp + static_cast<std::size_t>(ci[p]) * n + j0;
-        for (std::size_t j = 0; j < len; ++j) ct[j] += s * bt[j];
+      return;
+    }
+    for (std::size_t i = r0; i < r1; ++i) cursor[i - r0] = rp[i];
+    for (std::size_t k0 = 0; k0 < k_total; k0 += slice) {
+      const std::size_t k1 = std::min(k_total, k0 + slice);
+      detail::pack_panel<T, P>(bo, k0, k1, j0, len, panel);
+      for (std::size_t i = r0; i < r1; ++i) {
+        const Index p = cursor[i - r0];
+        Index e = p;
+        while (e < rp[i + 1] && static_cast<std::size_t>(ci[e]) < k1) ++e;
+        cursor[i - r0] = e;
+        detail::csr_row_panel<T, Index, P>(ci, av, p, e, panel, k0, acc);
+        detail::store_panel(co, i, j0, len, acc, alpha, beta, k0 == 0);
       }
     }
-  }, work >= (std::size_t{1} << 16) ? 2 : a.rows() + 1);
+  });
 }
 
 }  // namespace spruce::sparse

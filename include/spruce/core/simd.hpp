@@ -1,0 +1,53 @@
+#pragma once
+
+#include <cstddef>
+#include <cstring>
+
+namespace spruce::detail {
+
+/// Bytes of the widest vector register the translation unit is compiled for: 64 with
+/// AVX-512, 32 with AVX, 16 otherwise (SSE2 / NEON baseline). The sparse products size
+/// their register tiles from it, so the same source is correct everywhere and faster with
+/// -march=native.
+#if defined(__AVX512F__)
+inline constexpr std::size_t simd_bytes = 64;
+#elif defined(__AVX__)
+inline constexpr std::size_t simd_bytes = 32;
+#else
+inline constexpr std::size_t simd_bytes = 16;
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+/// A register-sized pack of T (GCC/Clang vector extension). Accumulators declared as packs
+/// stay in registers; a plain T[16] accumulator is often left on the stack by GCC when the
+/// loop around it is not the innermost one.
+template <class T>
+struct simd_pack {
+  typedef T type __attribute__((vector_size(simd_bytes)));
+};
+template <class T>
+using simd = typename simd_pack<T>::type;
+#define SPRUCE_HAS_VECTOR_EXTENSIONS 1
+#else
+#define SPRUCE_HAS_VECTOR_EXTENSIONS 0
+#endif
+
+/// Elements of T in one register.
+template <class T>
+inline constexpr std::size_t simd_lanes = simd_bytes / sizeof(T);
+
+#if SPRUCE_HAS_VECTOR_EXTENSIONS
+/// Unaligned load/store of one pack (compiles to a single vector move).
+template <class T>
+inline simd<T> simd_load(const T* p) noexcept {
+  simd<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class T>
+inline void simd_store(T* p, const simd<T>& v) noexcept {
+  std::memcpy(p, &v, sizeof v);
+}
+#endif
+
+}  // namespace spruce::detail
