@@ -1,0 +1,671 @@
+#include "train/layers.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include <Eigen/Core>
+#include <spruce/core/error.hpp>
+#include <spruce/metrics/macs.hpp>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace train {
+namespace {
+
+template <class T>
+using matrix_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+template <class T>
+using const_matrix_map =
+    Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+template <class T>
+using array_map = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using const_array_map = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+int max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+// A GEMM narrower than this many output columns runs well below the machine's speed, so
+// small feature maps are batched until a chunk's im2col matrix is at least this wide.
+constexpr std::size_t target_columns = 384;
+
+std::string layer_error(const char* layer, const std::string& what) {
+  return std::string(layer).append(": ").append(what);
+}
+
+void require_batch(const char* layer, std::size_t n) {
+  if (n == 0)
+    throw spruce::error(layer_error(layer, "the batch is empty; pass at least one sample"));
+}
+
+void require_channels(const char* layer, std::size_t got, std::size_t want) {
+  if (got != want)
+    throw spruce::error(layer_error(
+        layer, std::string("the input has ")
+                   .append(std::to_string(got))
+                   .append(" channels but the layer was built for ")
+                   .append(std::to_string(want))
+                   .append("; pass an NCHW tensor with that many channels")));
+}
+
+// Valid output columns [lo, hi) of one kernel column `kj`: those whose input column
+// ox * stride + kj - pad lies inside [0, w).
+struct column_range {
+  std::size_t lo, hi;
+};
+column_range valid_columns(std::size_t w, std::size_t wo, std::size_t kj, std::size_t stride,
+                           std::size_t pad) {
+  std::size_t lo = kj >= pad ? 0 : (pad - kj + stride - 1) / stride;
+  std::size_t hi = w - 1 + pad >= kj ? (w - 1 + pad - kj) / stride + 1 : 0;
+  hi = std::min(hi, wo);
+  lo = std::min(lo, hi);
+  return {lo, hi};
+}
+
+// Unfolds images [0, g) of x (each c x h x w) into cols [c*k*k, g*ho*wo]: row (ci, ki, kj),
+// column (image, oy, ox) holds x[image, ci, oy*s + ki - pad, ox*s + kj - pad] or 0.
+template <class T>
+void im2col(const T* x, std::size_t g, std::size_t c, std::size_t h, std::size_t w, std::size_t k,
+            std::size_t s, std::size_t pad, std::size_t ho, std::size_t wo, T* cols) {
+  const std::size_t p = ho * wo, row_len = g * p;
+  for (std::size_t ci = 0; ci < c; ++ci)
+    for (std::size_t ki = 0; ki < k; ++ki)
+      for (std::size_t kj = 0; kj < k; ++kj) {
+        T* row = cols + ((ci * k + ki) * k + kj) * row_len;
+        const auto [lo, hi] = valid_columns(w, wo, kj, s, pad);
+        for (std::size_t img = 0; img < g; ++img) {
+          const T* plane = x + (img * c + ci) * h * w;
+          for (std::size_t oy = 0; oy < ho; ++oy) {
+            T* out = row + img * p + oy * wo;
+            const std::size_t iy = oy * s + ki;  // padded coordinate
+            if (iy < pad || iy - pad >= h) {
+              std::fill(out, out + wo, T(0));
+              continue;
+            }
+            std::fill(out, out + lo, T(0));
+            if (lo < hi) {
+              // input column of ox is lo*s + kj - pad + (ox - lo)*s, never below 0 from lo on
+              const T* in = plane + (iy - pad) * w + (lo * s + kj - pad);
+              if (s == 1)
+                std::copy(in, in + (hi - lo), out + lo);
+              else
+                for (std::size_t ox = lo; ox < hi; ++ox) out[ox] = in[(ox - lo) * s];
+            }
+            std::fill(out + hi, out + wo, T(0));
+          }
+        }
+      }
+}
+
+// The adjoint of im2col: adds every column entry back onto the input position it was read
+// from. dx (images [0, g)) must be zeroed by the caller.
+template <class T>
+void col2im(const T* cols, std::size_t g, std::size_t c, std::size_t h, std::size_t w,
+            std::size_t k, std::size_t s, std::size_t pad, std::size_t ho, std::size_t wo, T* dx) {
+  const std::size_t p = ho * wo, row_len = g * p;
+  for (std::size_t img = 0; img < g; ++img)
+    for (std::size_t ci = 0; ci < c; ++ci) {
+      T* plane = dx + (img * c + ci) * h * w;
+      for (std::size_t ki = 0; ki < k; ++ki)
+        for (std::size_t kj = 0; kj < k; ++kj) {
+          const T* row = cols + ((ci * k + ki) * k + kj) * row_len + img * p;
+          const auto [lo, hi] = valid_columns(w, wo, kj, s, pad);
+          for (std::size_t oy = 0; oy < ho; ++oy) {
+            const std::size_t iy = oy * s + ki;
+            if (iy < pad || iy - pad >= h || lo == hi) continue;
+            T* out = plane + (iy - pad) * w + (lo * s + kj - pad);
+            const T* in = row + oy * wo;
+            for (std::size_t ox = lo; ox < hi; ++ox) out[(ox - lo) * s] += in[ox];
+          }
+        }
+    }
+}
+
+}  // namespace
+
+// ---- conv2d --------------------------------------------------------------------------
+
+template <class T>
+conv2d<T>::conv2d(std::size_t in_channels, std::size_t out_channels, std::size_t kernel,
+                  std::size_t stride, std::size_t padding, bool bias)
+    : in_(in_channels), out_(out_channels), k_(kernel), stride_(stride), pad_(padding) {
+  if (in_ == 0 || out_ == 0 || k_ == 0 || stride_ == 0)
+    throw spruce::error(layer_error(
+        "conv2d", std::string("in_channels ")
+                      .append(std::to_string(in_))
+                      .append(", out_channels ")
+                      .append(std::to_string(out_))
+                      .append(", kernel ")
+                      .append(std::to_string(k_))
+                      .append(", stride ")
+                      .append(std::to_string(stride_))
+                      .append(": each must be at least 1")));
+  weight_.assign(out_ * in_ * k_ * k_, T(0));
+  weight_grad_.assign(weight_.size(), T(0));
+  if (bias) {
+    bias_.assign(out_, T(0));
+    bias_grad_.assign(out_, T(0));
+  }
+}
+
+template <class T>
+typename conv2d<T>::plan conv2d<T>::make_plan(const tensor<T>& x, const char* pass) const {
+  require_batch(pass, x.n());
+  require_channels(pass, x.c(), in_);
+  plan p{};
+  p.ho = spruce::conv2d_output_extent(x.h(), k_, stride_, pad_);
+  p.wo = spruce::conv2d_output_extent(x.w(), k_, stride_, pad_);
+  const std::size_t n = x.n(), positions = p.ho * p.wo;
+  const std::size_t threads = static_cast<std::size_t>(max_threads());
+  // Enough images per chunk for a wide GEMM, and a chunk count that the threads share
+  // evenly (a multiple of the thread count, at least one chunk per thread).
+  std::size_t per_chunk = std::max<std::size_t>(1, (target_columns + positions - 1) / positions);
+  std::size_t chunks = (n + per_chunk - 1) / per_chunk;
+  chunks = std::min(n, (chunks + threads - 1) / threads * threads);
+  per_chunk = (n + chunks - 1) / chunks;
+  p.per_chunk = per_chunk;
+  p.chunks = (n + per_chunk - 1) / per_chunk;
+  p.threads = std::min(threads, p.chunks);
+  return p;
+}
+
+template <class T>
+void conv2d<T>::reserve(const plan& p) {
+  if (scratch_.size() < p.threads) scratch_.resize(p.threads);
+  const std::size_t cols = in_ * k_ * k_ * p.per_chunk * p.ho * p.wo;
+  const std::size_t outs = out_ * p.per_chunk * p.ho * p.wo;
+  for (std::size_t t = 0; t < p.threads; ++t) {
+    auto& s = scratch_[t];
+    if (s.cols.size() < cols) s.cols.resize(cols);
+    if (s.tmp.size() < outs) s.tmp.resize(outs);
+  }
+}
+
+template <class T>
+void conv2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
+  const plan p = make_plan(x, "conv2d forward");
+  reserve(p);
+  const std::size_t n = x.n(), positions = p.ho * p.wo, rows = in_ * k_ * k_;
+  y.resize(n, out_, p.ho, p.wo);
+  const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
+                               static_cast<Eigen::Index>(rows));
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(p.threads))
+  for (std::size_t chunk = 0; chunk < p.chunks; ++chunk) {
+    auto& s = scratch_[static_cast<std::size_t>(thread_id())];
+    const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
+    const std::size_t width = g * positions;
+    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo,
+           s.cols.data());
+    const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
+                                 static_cast<Eigen::Index>(width));
+    T* out = y.data() + first * out_ * positions;
+    if (g == 1) {
+      matrix_map<T>(out, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
+          .noalias() = wm * cm;
+    } else {
+      // [out, g*positions] -> g images of [out, positions]
+      matrix_map<T>(s.tmp.data(), static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
+          .noalias() = wm * cm;
+      for (std::size_t co = 0; co < out_; ++co)
+        for (std::size_t img = 0; img < g; ++img)
+          std::copy_n(s.tmp.data() + co * width + img * positions, positions,
+                      out + (img * out_ + co) * positions);
+    }
+    if (!bias_.empty())
+      for (std::size_t img = 0; img < g; ++img)
+        for (std::size_t co = 0; co < out_; ++co) {
+          T* plane = out + (img * out_ + co) * positions;
+          const T b = bias_[co];
+          for (std::size_t i = 0; i < positions; ++i) plane[i] += b;
+        }
+  }
+}
+
+template <class T>
+void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx) {
+  const plan p = make_plan(x, "conv2d backward");
+  const std::size_t n = x.n(), positions = p.ho * p.wo, rows = in_ * k_ * k_;
+  if (dy.shape() != std::array<std::size_t, 4>{n, out_, p.ho, p.wo})
+    throw spruce::error(layer_error(
+        "conv2d backward", std::string("the output gradient has shape ")
+                               .append(shape_text(dy.shape()))
+                               .append(" but the forward output was ")
+                               .append(shape_text({n, out_, p.ho, p.wo}))
+                               .append("; pass the gradient of this layer's output")));
+  reserve(p);
+  for (std::size_t t = 0; t < p.threads; ++t) {
+    auto& s = scratch_[t];
+    s.dw.assign(weight_.size(), T(0));
+    s.db.assign(out_, T(0));
+    if (dx != nullptr && s.dcols.size() < s.cols.size()) s.dcols.resize(s.cols.size());
+  }
+  if (dx != nullptr) dx->resize(n, in_, x.h(), x.w());
+  const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
+                               static_cast<Eigen::Index>(rows));
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(p.threads))
+  for (std::size_t chunk = 0; chunk < p.chunks; ++chunk) {
+    auto& s = scratch_[static_cast<std::size_t>(thread_id())];
+    const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
+    const std::size_t width = g * positions;
+    const T* grad = dy.data() + first * out_ * positions;
+    if (g > 1) {  // g images of [out, positions] -> [out, g*positions], the forward's layout
+      for (std::size_t co = 0; co < out_; ++co)
+        for (std::size_t img = 0; img < g; ++img)
+          std::copy_n(grad + (img * out_ + co) * positions, positions,
+                      s.tmp.data() + co * width + img * positions);
+      grad = s.tmp.data();
+    }
+    const const_matrix_map<T> gm(grad, static_cast<Eigen::Index>(out_),
+                                 static_cast<Eigen::Index>(width));
+    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo,
+           s.cols.data());
+    const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
+                                 static_cast<Eigen::Index>(width));
+    matrix_map<T>(s.dw.data(), static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(rows))
+        .noalias() += gm * cm.transpose();
+    if (!bias_.empty())
+      for (std::size_t co = 0; co < out_; ++co)
+        s.db[co] += const_array_map<T>(grad + co * width, static_cast<Eigen::Index>(width)).sum();
+    if (dx != nullptr) {
+      matrix_map<T>(s.dcols.data(), static_cast<Eigen::Index>(rows),
+                    static_cast<Eigen::Index>(width))
+          .noalias() = wm.transpose() * gm;
+      T* out = dx->data() + first * x.sample();
+      std::fill(out, out + g * x.sample(), T(0));
+      col2im(s.dcols.data(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo, out);
+    }
+  }
+  std::fill(weight_grad_.begin(), weight_grad_.end(), T(0));
+  std::fill(bias_grad_.begin(), bias_grad_.end(), T(0));
+  for (std::size_t t = 0; t < p.threads; ++t) {
+    for (std::size_t i = 0; i < weight_grad_.size(); ++i) weight_grad_[i] += scratch_[t].dw[i];
+    for (std::size_t i = 0; i < bias_grad_.size(); ++i) bias_grad_[i] += scratch_[t].db[i];
+  }
+}
+
+// ---- batchnorm2d ----------------------------------------------------------------------
+
+template <class T>
+batchnorm2d<T>::batchnorm2d(std::size_t channels, double eps, double momentum)
+    : eps_(eps), momentum_(momentum) {
+  if (channels == 0)
+    throw spruce::error("batchnorm2d: 0 channels; pass the channel count of its input");
+  if (!(eps > 0) || !(momentum >= 0 && momentum <= 1))
+    throw spruce::error(std::string("batchnorm2d: eps ")
+                            .append(std::to_string(eps))
+                            .append(", momentum ")
+                            .append(std::to_string(momentum))
+                            .append("; pass eps > 0 and momentum in [0, 1]"));
+  weight_.assign(channels, T(1));
+  bias_.assign(channels, T(0));
+  weight_grad_.assign(channels, T(0));
+  bias_grad_.assign(channels, T(0));
+  running_mean_.assign(channels, T(0));
+  running_var_.assign(channels, T(1));
+  mean_.assign(channels, T(0));
+  invstd_.assign(channels, T(1));
+}
+
+template <class T>
+void batchnorm2d<T>::forward(const tensor<T>& x, tensor<T>& y, bool training) {
+  require_batch("batchnorm2d forward", x.n());
+  require_channels("batchnorm2d forward", x.c(), channels());
+  const std::size_t n = x.n(), c = x.c(), hw = x.plane(), count = n * hw;
+  if (training && count < 2)
+    throw spruce::error(
+        "batchnorm2d forward: one value per channel in training mode has no variance; pass a "
+        "batch with more than one value per channel or switch to evaluation mode");
+  trained_ = training;
+  y.resize(n, c, x.h(), x.w());
+  const auto plane_of = [&](const T* base, std::size_t img, std::size_t ch) {
+    return const_array_map<T>(base + (img * c + ch) * hw, static_cast<Eigen::Index>(hw));
+  };
+#pragma omp parallel for schedule(static)
+  for (std::size_t ch = 0; ch < c; ++ch) {
+    double mean = 0, var = 0;
+    if (training) {
+      for (std::size_t img = 0; img < n; ++img) mean += static_cast<double>(plane_of(x.data(), img, ch).sum());
+      mean /= static_cast<double>(count);
+      const T m = static_cast<T>(mean);
+      for (std::size_t img = 0; img < n; ++img)
+        var += static_cast<double>((plane_of(x.data(), img, ch) - m).square().sum());
+      var /= static_cast<double>(count);
+      const double mom = momentum_;
+      running_mean_[ch] = static_cast<T>((1 - mom) * running_mean_[ch] + mom * mean);
+      running_var_[ch] = static_cast<T>((1 - mom) * running_var_[ch] +
+                                        mom * var * static_cast<double>(count) /
+                                            static_cast<double>(count - 1));
+    } else {
+      mean = running_mean_[ch];
+      var = running_var_[ch];
+    }
+    const double invstd = 1.0 / std::sqrt(var + eps_);
+    mean_[ch] = static_cast<T>(mean);
+    invstd_[ch] = static_cast<T>(invstd);
+    const T scale = static_cast<T>(weight_[ch] * invstd);
+    const T shift = static_cast<T>(bias_[ch] - mean * weight_[ch] * invstd);
+    for (std::size_t img = 0; img < n; ++img)
+      array_map<T>(y.data() + (img * c + ch) * hw, static_cast<Eigen::Index>(hw)) =
+          plane_of(x.data(), img, ch) * scale + shift;
+  }
+}
+
+template <class T>
+void batchnorm2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx) {
+  require_batch("batchnorm2d backward", x.n());
+  require_channels("batchnorm2d backward", x.c(), channels());
+  if (dy.shape() != x.shape())
+    throw spruce::error(std::string("batchnorm2d backward: the output gradient has shape ")
+                            .append(shape_text(dy.shape()))
+                            .append(" but the input has ")
+                            .append(shape_text(x.shape()))
+                            .append("; pass the gradient of this layer's output"));
+  const std::size_t n = x.n(), c = x.c(), hw = x.plane(), count = n * hw;
+  if (dx != nullptr && dx != &dy) dx->resize(n, c, x.h(), x.w());
+  const auto plane_of = [&](const T* base, std::size_t img, std::size_t ch) {
+    return const_array_map<T>(base + (img * c + ch) * hw, static_cast<Eigen::Index>(hw));
+  };
+#pragma omp parallel for schedule(static)
+  for (std::size_t ch = 0; ch < c; ++ch) {
+    const T mean = mean_[ch];
+    const double invstd = invstd_[ch];
+    double sum_dy = 0, sum_dy_xc = 0;  // sum(dy), sum(dy * (x - mean))
+    for (std::size_t img = 0; img < n; ++img) {
+      const auto g = plane_of(dy.data(), img, ch);
+      sum_dy += static_cast<double>(g.sum());
+      sum_dy_xc += static_cast<double>((g * (plane_of(x.data(), img, ch) - mean)).sum());
+    }
+    bias_grad_[ch] = static_cast<T>(sum_dy);
+    weight_grad_[ch] = static_cast<T>(sum_dy_xc * invstd);
+    if (dx == nullptr) continue;
+    // dx = a*dy + b*x + d: in training the batch statistics depend on x as well,
+    // dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy * xhat)).
+    const double gamma = weight_[ch];
+    double a = gamma * invstd, b = 0, d = 0;
+    if (trained_) {
+      const double m = static_cast<double>(count);
+      b = -gamma * invstd * invstd * invstd * sum_dy_xc / m;
+      d = -gamma * invstd * sum_dy / m - b * mean;
+    }
+    const T at = static_cast<T>(a), bt = static_cast<T>(b), dt = static_cast<T>(d);
+    for (std::size_t img = 0; img < n; ++img)
+      array_map<T>(dx->data() + (img * c + ch) * hw, static_cast<Eigen::Index>(hw)) =
+          plane_of(dy.data(), img, ch) * at + plane_of(x.data(), img, ch) * bt + dt;
+  }
+}
+
+// ---- relu -----------------------------------------------------------------------------
+
+template <class T>
+void relu<T>::forward(const tensor<T>& x, tensor<T>& y) const {
+  if (&y != &x) y.resize(x.n(), x.c(), x.h(), x.w());
+  const std::size_t size = x.size();
+  const T* in = x.data();
+  T* out = y.data();
+#pragma omp parallel for schedule(static)
+  for (std::size_t i = 0; i < size; ++i) out[i] = in[i] < T(0) ? T(0) : in[i];
+}
+
+template <class T>
+void relu<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>& dx) const {
+  if (dy.shape() != x.shape())
+    throw spruce::error(std::string("relu backward: the output gradient has shape ")
+                            .append(shape_text(dy.shape()))
+                            .append(" but the input has ")
+                            .append(shape_text(x.shape()))
+                            .append("; pass the gradient of this layer's output"));
+  if (&dx != &dy) dx.resize(x.n(), x.c(), x.h(), x.w());
+  const std::size_t size = x.size();
+  const T* in = x.data();
+  const T* g = dy.data();
+  T* out = dx.data();
+#pragma omp parallel for schedule(static)
+  for (std::size_t i = 0; i < size; ++i) out[i] = in[i] > T(0) ? g[i] : T(0);
+}
+
+// ---- max_pool2d -----------------------------------------------------------------------
+
+template <class T>
+void max_pool2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
+  require_batch("max_pool2d forward", x.n());
+  const std::size_t ho = spruce::pool2d_output_extent(x.h(), 2);
+  const std::size_t wo = spruce::pool2d_output_extent(x.w(), 2);
+  in_shape_ = x.shape();
+  const std::size_t planes = x.n() * x.c(), w = x.w(), in_plane = x.plane();
+  y.resize(x.n(), x.c(), ho, wo);
+  argmax_.resize(y.size());
+  const T* in = x.data();
+  T* out = y.data();
+  std::uint8_t* arg = argmax_.data();
+#pragma omp parallel for schedule(static)
+  for (std::size_t pl = 0; pl < planes; ++pl)
+    for (std::size_t oy = 0; oy < ho; ++oy)
+      for (std::size_t ox = 0; ox < wo; ++ox) {
+        const T* win = in + pl * in_plane + 2 * oy * w + 2 * ox;
+        const T cand[4] = {win[0], win[1], win[w], win[w + 1]};
+        std::uint8_t best = 0;
+        for (std::uint8_t i = 1; i < 4; ++i)
+          if (cand[i] > cand[best] || (std::isnan(cand[i]) && !std::isnan(cand[best]))) best = i;
+        const std::size_t o = (pl * ho + oy) * wo + ox;
+        out[o] = cand[best];
+        arg[o] = best;
+      }
+}
+
+template <class T>
+void max_pool2d<T>::backward(const tensor<T>& dy, tensor<T>& dx) const {
+  const auto [n, c, h, w] = in_shape_;
+  const std::size_t ho = h / 2, wo = w / 2;
+  if (dy.shape() != std::array<std::size_t, 4>{n, c, ho, wo} || argmax_.size() != dy.size())
+    throw spruce::error(std::string("max_pool2d backward: the output gradient has shape ")
+                            .append(shape_text(dy.shape()))
+                            .append(" but the last forward output was ")
+                            .append(shape_text({n, c, ho, wo}))
+                            .append("; call forward first and pass its output's gradient"));
+  dx.resize(n, c, h, w);
+  const std::size_t planes = n * c;
+  const T* g = dy.data();
+  T* out = dx.data();
+  const std::uint8_t* arg = argmax_.data();
+#pragma omp parallel for schedule(static)
+  for (std::size_t pl = 0; pl < planes; ++pl) {
+    T* plane = out + pl * h * w;
+    std::fill(plane, plane + h * w, T(0));
+    for (std::size_t oy = 0; oy < ho; ++oy)
+      for (std::size_t ox = 0; ox < wo; ++ox) {
+        const std::size_t o = (pl * ho + oy) * wo + ox;
+        const std::size_t a = arg[o];
+        plane[(2 * oy + a / 2) * w + 2 * ox + a % 2] = g[o];
+      }
+  }
+}
+
+// ---- global_avg_pool ------------------------------------------------------------------
+
+template <class T>
+void global_avg_pool<T>::forward(const tensor<T>& x, tensor<T>& y) {
+  require_batch("global_avg_pool forward", x.n());
+  if (x.plane() == 0)
+    throw spruce::error(std::string("global_avg_pool forward: the feature map is empty (")
+                            .append(shape_text(x.shape()))
+                            .append("); pass a map of at least 1 x 1"));
+  in_shape_ = x.shape();
+  const std::size_t planes = x.n() * x.c(), hw = x.plane();
+  y.resize(x.n(), x.c(), 1, 1);
+  for (std::size_t pl = 0; pl < planes; ++pl)
+    y[pl] = const_array_map<T>(x.data() + pl * hw, static_cast<Eigen::Index>(hw)).mean();
+}
+
+template <class T>
+void global_avg_pool<T>::backward(const tensor<T>& dy, tensor<T>& dx) const {
+  const auto [n, c, h, w] = in_shape_;
+  if (dy.shape() != std::array<std::size_t, 4>{n, c, 1, 1})
+    throw spruce::error(std::string("global_avg_pool backward: the output gradient has shape ")
+                            .append(shape_text(dy.shape()))
+                            .append(" but the last forward output was ")
+                            .append(shape_text({n, c, 1, 1}))
+                            .append("; call forward first and pass its output's gradient"));
+  dx.resize(n, c, h, w);
+  const std::size_t hw = h * w;
+  const T scale = T(1) / static_cast<T>(hw);
+  for (std::size_t pl = 0; pl < n * c; ++pl)
+    std::fill(dx.data() + pl * hw, dx.data() + (pl + 1) * hw, dy[pl] * scale);
+}
+
+// ---- linear ---------------------------------------------------------------------------
+
+template <class T>
+linear<T>::linear(std::size_t in_features, std::size_t out_features, bool bias)
+    : in_(in_features), out_(out_features) {
+  if (in_ == 0 || out_ == 0)
+    throw spruce::error(std::string("linear: in_features ")
+                            .append(std::to_string(in_))
+                            .append(", out_features ")
+                            .append(std::to_string(out_))
+                            .append("; both must be at least 1"));
+  weight_.assign(out_ * in_, T(0));
+  weight_grad_.assign(weight_.size(), T(0));
+  if (bias) {
+    bias_.assign(out_, T(0));
+    bias_grad_.assign(out_, T(0));
+  }
+}
+
+template <class T>
+void linear<T>::forward(const tensor<T>& x, tensor<T>& y) const {
+  require_batch("linear forward", x.n());
+  if (x.sample() != in_)
+    throw spruce::error(std::string("linear forward: the input ")
+                            .append(shape_text(x.shape()))
+                            .append(" has ")
+                            .append(std::to_string(x.sample()))
+                            .append(" features per sample but the layer takes ")
+                            .append(std::to_string(in_))
+                            .append("; pass [N, in_features] (C*H*W = in_features)"));
+  const auto n = static_cast<Eigen::Index>(x.n());
+  y.resize(x.n(), out_);
+  const const_matrix_map<T> xm(x.data(), n, static_cast<Eigen::Index>(in_));
+  const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
+                               static_cast<Eigen::Index>(in_));
+  matrix_map<T> ym(y.data(), n, static_cast<Eigen::Index>(out_));
+  ym.noalias() = xm * wm.transpose();
+  if (!bias_.empty())
+    ym.rowwise() += Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>>(
+        bias_.data(), static_cast<Eigen::Index>(out_));
+}
+
+template <class T>
+void linear<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx) {
+  require_batch("linear backward", x.n());
+  if (x.sample() != in_ || dy.n() != x.n() || dy.sample() != out_)
+    throw spruce::error(std::string("linear backward: input ")
+                            .append(shape_text(x.shape()))
+                            .append(" and output gradient ")
+                            .append(shape_text(dy.shape()))
+                            .append(" do not fit a layer of ")
+                            .append(std::to_string(in_))
+                            .append(" -> ")
+                            .append(std::to_string(out_))
+                            .append(" features; pass the forward input and its output's gradient"));
+  const auto n = static_cast<Eigen::Index>(x.n());
+  const auto in = static_cast<Eigen::Index>(in_), out = static_cast<Eigen::Index>(out_);
+  const const_matrix_map<T> xm(x.data(), n, in);
+  const const_matrix_map<T> gm(dy.data(), n, out);
+  const const_matrix_map<T> wm(weight_.data(), out, in);
+  matrix_map<T>(weight_grad_.data(), out, in).noalias() = gm.transpose() * xm;
+  if (!bias_.empty())
+    Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias_grad_.data(), out) = gm.colwise().sum();
+  if (dx != nullptr) {
+    dx->resize(x.n(), x.c(), x.h(), x.w());
+    matrix_map<T>(dx->data(), n, in).noalias() = gm * wm;
+  }
+}
+
+// ---- softmax_cross_entropy ------------------------------------------------------------
+
+template <class T>
+double softmax_cross_entropy<T>::forward(const tensor<T>& logits,
+                                         std::span<const std::int32_t> labels) {
+  require_batch("softmax_cross_entropy forward", logits.n());
+  const std::size_t n = logits.n(), k = logits.sample();
+  if (labels.size() != n)
+    throw spruce::error(std::string("softmax_cross_entropy forward: ")
+                            .append(std::to_string(labels.size()))
+                            .append(" labels for a batch of ")
+                            .append(std::to_string(n))
+                            .append("; pass one label per sample"));
+  for (std::size_t i = 0; i < n; ++i)
+    if (labels[i] < 0 || static_cast<std::size_t>(labels[i]) >= k)
+      throw spruce::error(std::string("softmax_cross_entropy forward: label ")
+                              .append(std::to_string(labels[i]))
+                              .append(" of sample ")
+                              .append(std::to_string(i))
+                              .append(" is outside [0, ")
+                              .append(std::to_string(k))
+                              .append("); pass class indices"));
+  prob_.resize(n, k);
+  labels_.assign(labels.begin(), labels.end());
+  double total = 0;
+  correct_ = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const T* row = logits.data() + i * k;
+    T* p = prob_.data() + i * k;
+    const std::size_t best = static_cast<std::size_t>(std::max_element(row, row + k) - row);
+    const double top = row[best];
+    double sum = 0;
+    for (std::size_t j = 0; j < k; ++j) sum += std::exp(static_cast<double>(row[j]) - top);
+    const double lse = top + std::log(sum);
+    for (std::size_t j = 0; j < k; ++j) p[j] = static_cast<T>(std::exp(row[j] - lse));
+    total += lse - static_cast<double>(row[labels[i]]);
+    correct_ += best == static_cast<std::size_t>(labels[i]);
+  }
+  return total / static_cast<double>(n);
+}
+
+template <class T>
+void softmax_cross_entropy<T>::backward(tensor<T>& dlogits) const {
+  const std::size_t n = prob_.n(), k = prob_.c();
+  if (n == 0)
+    throw spruce::error("softmax_cross_entropy backward: no forward pass yet; call forward first");
+  dlogits.resize(n, k);
+  const T inv_n = T(1) / static_cast<T>(n);
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < k; ++j)
+      dlogits[i * k + j] =
+          (prob_[i * k + j] - (static_cast<std::size_t>(labels_[i]) == j ? T(1) : T(0))) * inv_n;
+}
+
+template class conv2d<float>;
+template class conv2d<double>;
+template class batchnorm2d<float>;
+template class batchnorm2d<double>;
+template struct relu<float>;
+template struct relu<double>;
+template class max_pool2d<float>;
+template class max_pool2d<double>;
+template class global_avg_pool<float>;
+template class global_avg_pool<double>;
+template class linear<float>;
+template class linear<double>;
+template class softmax_cross_entropy<float>;
+template class softmax_cross_entropy<double>;
+
+}  // namespace train

@@ -1,0 +1,248 @@
+#include "train/model.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <random>
+#include <string>
+
+#include <spruce/core/error.hpp>
+#include <spruce/metrics/macs.hpp>
+
+namespace train {
+namespace {
+
+// The lab's cfg: conv widths, and after which conv a 2x2 max pool follows.
+constexpr std::array<std::size_t, 8> lab_channels = {64, 128, 256, 256, 512, 512, 512, 512};
+constexpr std::array<bool, 8> lab_pool_after = {false, true, false, true, false, true, false, true};
+
+std::string indexed(const char* prefix, std::size_t i, const char* suffix) {
+  return std::string(prefix).append(std::to_string(i)).append(suffix);
+}
+
+template <class T>
+spruce::named_tensor<T> named(std::string name, std::span<T> values,
+                              std::initializer_list<std::size_t> shape) {
+  return {std::move(name), spruce::tensor_ref<T>(values.data(), std::span<const std::size_t>(
+                                                                     shape.begin(), shape.size()))};
+}
+
+}  // namespace
+
+std::vector<std::size_t> vgg_channels(double width) {
+  if (!(width > 0) || !std::isfinite(width))
+    throw spruce::error(std::string("vgg: width ")
+                            .append(std::to_string(width))
+                            .append(" is not a positive number; pass e.g. 1.0 or 0.125"));
+  std::vector<std::size_t> out;
+  for (std::size_t c : lab_channels) {
+    const double scaled = std::round(static_cast<double>(c) * width);
+    if (scaled < 1)
+      throw spruce::error(std::string("vgg: width ")
+                              .append(std::to_string(width))
+                              .append(" leaves the ")
+                              .append(std::to_string(c))
+                              .append("-channel layer with no channel; pass a width of at least ")
+                              .append(std::to_string(0.5 / 64)));
+    out.push_back(static_cast<std::size_t>(scaled));
+  }
+  return out;
+}
+
+template <class T>
+basic_vgg<T>::basic_vgg(const vgg_config& config, std::uint64_t seed)
+    : config_(config),
+      channels_(vgg_channels(config.width)),
+      classifier_(channels_.back(), config.num_classes == 0 ? 1 : config.num_classes) {
+  if (config.in_channels == 0 || config.num_classes == 0)
+    throw spruce::error(std::string("vgg: in_channels ")
+                            .append(std::to_string(config.in_channels))
+                            .append(", num_classes ")
+                            .append(std::to_string(config.num_classes))
+                            .append("; both must be at least 1"));
+  std::mt19937_64 rng(seed);
+  std::size_t in = config.in_channels;
+  blocks_.reserve(channels_.size());
+  for (std::size_t i = 0; i < channels_.size(); ++i) {
+    blocks_.push_back(block{conv2d<T>(in, channels_[i], 3, 1, 1, false), batchnorm2d<T>(channels_[i]),
+                            lab_pool_after[i], {}, {}, {}, {}, {}, {}});
+    auto& conv = blocks_.back().conv;
+    std::normal_distribution<double> he(0.0, std::sqrt(2.0 / static_cast<double>(in * 9)));
+    for (T& v : conv.weight()) v = static_cast<T>(he(rng));
+    in = channels_[i];
+  }
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+  std::uniform_real_distribution<double> uniform(-bound, bound);
+  for (T& v : classifier_.weight()) v = static_cast<T>(uniform(rng));
+  for (T& v : classifier_.bias()) v = static_cast<T>(uniform(rng));
+}
+
+template <class T>
+void basic_vgg<T>::check_input(std::size_t n, std::size_t c, std::size_t h, std::size_t w) const {
+  if (n == 0) throw spruce::error("vgg forward: the batch is empty; pass at least one image");
+  if (c != config_.in_channels)
+    throw spruce::error(std::string("vgg forward: the images have ")
+                            .append(std::to_string(c))
+                            .append(" channels but the model was built for ")
+                            .append(std::to_string(config_.in_channels))
+                            .append("; set vgg_config::in_channels to match the data"));
+  if (h < 16 || w < 16)
+    throw spruce::error(std::string("vgg forward: images of ")
+                            .append(std::to_string(h))
+                            .append(" x ")
+                            .append(std::to_string(w))
+                            .append(" are too small; the four 2x2 max pools need at least 16 x 16"));
+}
+
+template <class T>
+const tensor<T>& basic_vgg<T>::forward(std::span<const T> images, std::size_t n, std::size_t h,
+                                       std::size_t w) {
+  const std::size_t c = config_.in_channels;
+  check_input(n, c, h, w);
+  if (images.size() != n * c * h * w)
+    throw spruce::error(std::string("vgg forward: ")
+                            .append(std::to_string(images.size()))
+                            .append(" values for ")
+                            .append(std::to_string(n))
+                            .append(" images of ")
+                            .append(std::to_string(c))
+                            .append(" x ")
+                            .append(std::to_string(h))
+                            .append(" x ")
+                            .append(std::to_string(w))
+                            .append("; pass n * c * h * w values (NCHW)"));
+  input_.resize(n, c, h, w);
+  std::copy(images.begin(), images.end(), input_.data());
+  return run();
+}
+
+template <class T>
+const tensor<T>& basic_vgg<T>::forward(const tensor<T>& images) {
+  check_input(images.n(), images.c(), images.h(), images.w());
+  if (&images != &input_) {
+    input_.resize(images.n(), images.c(), images.h(), images.w());
+    std::copy(images.values().begin(), images.values().end(), input_.data());
+  }
+  return run();
+}
+
+template <class T>
+const tensor<T>& basic_vgg<T>::run() {
+  const tensor<T>* x = &input_;
+  for (auto& b : blocks_) {
+    b.conv.forward(*x, b.conv_out);
+    b.bn.forward(b.conv_out, b.act, training_);
+    relu_.forward(b.act, b.act);
+    x = &b.act;
+    if (b.pool) {
+      b.pooler.forward(b.act, b.pooled);
+      x = &b.pooled;
+    }
+  }
+  gap_.forward(*x, features_);
+  classifier_.forward(features_, logits_);
+  return logits_;
+}
+
+template <class T>
+void basic_vgg<T>::backward(const tensor<T>& dlogits) {
+  if (logits_.n() == 0)
+    throw spruce::error("vgg backward: no forward pass yet; call forward first");
+  if (dlogits.shape() != logits_.shape())
+    throw spruce::error(std::string("vgg backward: the gradient has shape ")
+                            .append(shape_text(dlogits.shape()))
+                            .append(" but the logits have ")
+                            .append(shape_text(logits_.shape()))
+                            .append("; pass d(loss)/d(logits) of the last forward"));
+  classifier_.backward(features_, dlogits, &d_features_);
+  // The gradient of each block's output lands in that block's d_pooled (after a pool) or
+  // d_act; `grad_out` tracks where the next block down must write.
+  auto out_grad = [](block& b) -> tensor<T>& { return b.pool ? b.d_pooled : b.d_act; };
+  gap_.backward(d_features_, out_grad(blocks_.back()));
+  for (std::size_t i = blocks_.size(); i-- > 0;) {
+    block& b = blocks_[i];
+    if (b.pool) b.pooler.backward(b.d_pooled, b.d_act);
+    relu_.backward(b.act, b.d_act, b.d_act);
+    b.bn.backward(b.conv_out, b.d_act, &b.d_act);
+    if (i == 0) {
+      b.conv.backward(input_, b.d_act, nullptr);
+    } else {
+      block& prev = blocks_[i - 1];
+      b.conv.backward(prev.pool ? prev.pooled : prev.act, b.d_act, &out_grad(prev));
+    }
+  }
+}
+
+template <class T>
+std::vector<spruce::named_tensor<T>> basic_vgg<T>::parameters() {
+  std::vector<spruce::named_tensor<T>> out;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    auto& b = blocks_[i];
+    const auto s = b.conv.weight_shape();
+    out.push_back(named(indexed("backbone.conv", i, ".weight"), b.conv.weight(), {s[0], s[1], s[2], s[3]}));
+    out.push_back(named(indexed("backbone.bn", i, ".weight"), b.bn.weight(), {b.bn.channels()}));
+    out.push_back(named(indexed("backbone.bn", i, ".bias"), b.bn.bias(), {b.bn.channels()}));
+  }
+  const std::size_t k = classifier_.out_features(), f = classifier_.in_features();
+  out.push_back(named(std::string("classifier.weight"), classifier_.weight(), {k, f}));
+  out.push_back(named(std::string("classifier.bias"), classifier_.bias(), {k}));
+  return out;
+}
+
+template <class T>
+std::vector<spruce::named_tensor<T>> basic_vgg<T>::gradients() {
+  std::vector<spruce::named_tensor<T>> out;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    auto& b = blocks_[i];
+    const auto s = b.conv.weight_shape();
+    out.push_back(named(indexed("backbone.conv", i, ".weight"), b.conv.weight_grad(), {s[0], s[1], s[2], s[3]}));
+    out.push_back(named(indexed("backbone.bn", i, ".weight"), b.bn.weight_grad(), {b.bn.channels()}));
+    out.push_back(named(indexed("backbone.bn", i, ".bias"), b.bn.bias_grad(), {b.bn.channels()}));
+  }
+  const std::size_t k = classifier_.out_features(), f = classifier_.in_features();
+  out.push_back(named(std::string("classifier.weight"), classifier_.weight_grad(), {k, f}));
+  out.push_back(named(std::string("classifier.bias"), classifier_.bias_grad(), {k}));
+  return out;
+}
+
+template <class T>
+std::vector<spruce::named_tensor<T>> basic_vgg<T>::buffers() {
+  std::vector<spruce::named_tensor<T>> out;
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    auto& bn = blocks_[i].bn;
+    out.push_back(named(indexed("backbone.bn", i, ".running_mean"), bn.running_mean(), {bn.channels()}));
+    out.push_back(named(indexed("backbone.bn", i, ".running_var"), bn.running_var(), {bn.channels()}));
+  }
+  return out;
+}
+
+template <class T>
+std::size_t basic_vgg<T>::num_parameters() const noexcept {
+  std::size_t total = 0, in = config_.in_channels;
+  for (std::size_t c : channels_) {
+    total += c * in * 9 + 2 * c;
+    in = c;
+  }
+  return total + classifier_.out_features() * (in + 1);
+}
+
+template <class T>
+std::uint64_t basic_vgg<T>::macs(std::size_t h, std::size_t w) const {
+  std::uint64_t total = 0;
+  for (const auto& b : blocks_) {
+    const auto s = b.conv.weight_shape();
+    h = spruce::conv2d_output_extent(h, 3, 1, 1);
+    w = spruce::conv2d_output_extent(w, 3, 1, 1);
+    total += spruce::conv2d_macs({s[0], s[1], s[2], s[3]}, h, w);
+    if (b.pool) {
+      h = spruce::pool2d_output_extent(h, 2);
+      w = spruce::pool2d_output_extent(w, 2);
+    }
+  }
+  return total + spruce::linear_macs(classifier_.out_features(), classifier_.in_features());
+}
+
+template class basic_vgg<float>;
+template class basic_vgg<double>;
+
+}  // namespace train
