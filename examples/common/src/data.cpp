@@ -221,29 +221,32 @@ dataset read_idx(const std::filesystem::path& images, const std::filesystem::pat
   d.h = rows;
   d.w = cols;
 
-  std::vector<unsigned char> raw(n);
-  lr.read_exact(raw.data(), n, "the labels");
-  lr.expect_end();
-  d.labels.resize(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    if (raw[i] >= num_classes)
-      throw error(std::string("IDX label file ")
-                      .append(quoted(labels))
-                      .append(": label ")
-                      .append(std::to_string(raw[i]))
-                      .append(" of image ")
-                      .append(std::to_string(i))
-                      .append(" is not below ")
-                      .append(std::to_string(num_classes))
-                      .append(" classes; the file is corrupt or has more classes (pass num_classes)"));
-    d.labels[i] = raw[i];
-  }
-
-  // Grow with the data actually read, so a header that lies about its size fails on the
-  // short read instead of on a huge allocation.
-  const auto& unit = byte_to_unit();
+  // Payloads are read in chunks into storage that grows with the data actually read, so a
+  // header that lies about its size fails on the short read instead of on a huge allocation.
   constexpr std::size_t chunk = std::size_t{1} << 20;
-  raw.resize(std::min(chunk, total));
+  std::vector<unsigned char> raw(std::min(chunk, std::max(n, total)));
+  d.labels.reserve(std::min(n, chunk));
+  for (std::size_t done = 0; done < n;) {
+    const std::size_t len = std::min(chunk, n - done);
+    lr.read_exact(raw.data(), len, "the labels");
+    for (std::size_t i = 0; i < len; ++i) {
+      if (raw[i] >= num_classes)
+        throw error(std::string("IDX label file ")
+                        .append(quoted(labels))
+                        .append(": label ")
+                        .append(std::to_string(raw[i]))
+                        .append(" of image ")
+                        .append(std::to_string(done + i))
+                        .append(" is not below ")
+                        .append(std::to_string(num_classes))
+                        .append(" classes; the file is corrupt or has more classes (pass num_classes)"));
+      d.labels.push_back(raw[i]);
+    }
+    done += len;
+  }
+  lr.expect_end();
+
+  const auto& unit = byte_to_unit();
   d.images.reserve(std::min(total, std::size_t{1} << 26));
   for (std::size_t done = 0; done < total;) {
     const std::size_t len = std::min(chunk, total - done);
