@@ -109,7 +109,11 @@ class idx_reader {
                       .append(quoted(path_))
                       .append(" has bytes after the data its header describes; the file is corrupt or "
                               "not an IDX file (download it again)"));
-    if (got < 0) fail_short("the end of the file");
+    // zlib reports a gzip stream cut inside its trailer (CRC, length) only as a soft
+    // Z_BUF_ERROR beside a normal end of data, so ask for the stream's state explicitly.
+    int code = Z_OK;
+    gzerror(file_.get(), &code);
+    if (got < 0 || code != Z_OK) fail_short("the end of the file");
   }
 
   // Size check up front for raw files (exact message, no large read before failing).
