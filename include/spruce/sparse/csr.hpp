@@ -145,10 +145,16 @@ namespace detail {
 template <class T>
 inline constexpr std::size_t spmm_panel = 4 * spruce::detail::simd_lanes<T>;
 
-/// Rows of B packed per pass: the packed panel (rows x panel width) is kept near 384 KiB
-/// so that it stays in L2 while every row of A streams over it.
+#ifndef SPRUCE_SPMM_PANEL_KIB
+/// Size of the packed B panel, in KiB; the default suits a 512 KiB - 2 MiB L2. Define it
+/// before including spruce to tune for another cache.
+#define SPRUCE_SPMM_PANEL_KIB 384
+#endif
+
+/// Rows of B packed per pass: the packed panel (rows x panel width) is kept near
+/// SPRUCE_SPMM_PANEL_KIB so that it stays in L2 while every row of A streams over it.
 template <class T>
-inline constexpr std::size_t spmm_depth = std::size_t{384 * 1024} / (spmm_panel<T> * sizeof(T));
+inline constexpr std::size_t spmm_depth = std::size_t{SPRUCE_SPMM_PANEL_KIB} * 1024 / (spmm_panel<T> * sizeof(T));
 
 /// A dense operand of a sparse product: element (r, c) lives at data[r * rs + c * cs];
 /// row-major (cs == 1) and column-major (rs == 1) views both qualify.
@@ -307,39 +313,37 @@ void spmm(const csr_matrix<T, Index>& a, const tensor_ref<const T>& b, const ten
   constexpr std::size_t P = detail::spmm_panel<T>;
   constexpr std::size_t depth = detail::spmm_depth<T>;
   const std::size_t k_total = a.cols();
-  const std::size_t slice = std::min(std::max<std::size_t>(k_total, 1), depth);
+  const std::size_t slice = std::max<std::size_t>(1, std::min(k_total, depth));
   const Index* rp = a.row_ptr().data();
   const Index* ci = a.col_idx().data();
   const T* av = a.values().data();
   const std::size_t m = a.rows();
-  // Scratch: the packed slice, one accumulator row, and (with several slices) a cursor per
-  // row of A marking where its next slice starts.
-  const bool sliced = k_total > depth;
-  const std::size_t cursor_elems = sliced ? (m * sizeof(Index) + sizeof(T) - 1) / sizeof(T) : 0;
-  detail::for_each_panel<T, P>(m, bo.cols, a.nnz() * bo.cols + m * bo.cols, slice * P + P + cursor_elems,
+  // With several K slices, where each row's entries of each slice begin, found once per
+  // call (binary search in the sorted column indices) rather than once per panel.
+  const std::size_t slices = std::max<std::size_t>(1, (k_total + slice - 1) / slice);  // K = 0 still writes beta * C
+  std::vector<Index> bounds;
+  if (slices > 1) {
+    bounds.resize(m * (slices + 1));
+    parallel_for(0, m, [&](std::size_t i) {
+      Index* bi = bounds.data() + i * (slices + 1);
+      bi[0] = rp[i];
+      for (std::size_t s = 1; s < slices; ++s)
+        bi[s] = static_cast<Index>(std::lower_bound(ci + bi[s - 1], ci + rp[i + 1], static_cast<Index>(s * slice)) - ci);
+      bi[slices] = rp[i + 1];
+    }, a.nnz() >= parallel_threshold ? 2 : m + 1);
+  }
+  detail::for_each_panel<T, P>(m, bo.cols, a.nnz() * bo.cols + m * bo.cols, slice * P + P,
                                [&](std::size_t j0, std::size_t len, std::size_t r0, std::size_t r1, T* scratch) {
     T* panel = scratch;
     T* acc = scratch + slice * P;
-    Index* cursor = reinterpret_cast<Index*>(acc + P);
-    if (!sliced) {
-      detail::pack_panel<T, P>(bo, 0, k_total, j0, len, panel);
-      for (std::size_t i = r0; i < r1; ++i) {
-        detail::csr_row_panel<T, Index, P>(ci, av, rp[i], rp[i + 1], panel, 0, acc);
-        detail::store_panel(co, i, j0, len, acc, alpha, beta, true);
-      }
-      return;
-    }
-    for (std::size_t i = r0; i < r1; ++i) cursor[i - r0] = rp[i];
-    for (std::size_t k0 = 0; k0 < k_total; k0 += slice) {
-      const std::size_t k1 = std::min(k_total, k0 + slice);
+    for (std::size_t s = 0; s < slices; ++s) {
+      const std::size_t k0 = s * slice, k1 = std::min(k_total, k0 + slice);
       detail::pack_panel<T, P>(bo, k0, k1, j0, len, panel);
       for (std::size_t i = r0; i < r1; ++i) {
-        const Index p = cursor[i - r0];
-        Index e = p;
-        while (e < rp[i + 1] && static_cast<std::size_t>(ci[e]) < k1) ++e;
-        cursor[i - r0] = e;
+        const Index* bi = slices > 1 ? bounds.data() + i * (slices + 1) + s : nullptr;
+        const Index p = bi ? bi[0] : rp[i], e = bi ? bi[1] : rp[i + 1];
         detail::csr_row_panel<T, Index, P>(ci, av, p, e, panel, k0, acc);
-        detail::store_panel(co, i, j0, len, acc, alpha, beta, k0 == 0);
+        detail::store_panel(co, i, j0, len, acc, alpha, beta, s == 0);
       }
     }
   });
