@@ -26,8 +26,10 @@ struct temp_dir {
   fs::path path;
   temp_dir() {
     static int counter = 0;
-    path = fs::temp_directory_path() /
-           std::string("spruce_test_ckpt_").append(std::to_string(::getpid())).append("_").append(std::to_string(counter++));
+    path = fs::temp_directory_path() / std::string("spruce_test_ckpt_")
+                                           .append(std::to_string(::getpid()))
+                                           .append("_")
+                                           .append(std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -81,7 +83,9 @@ std::string error_of(F&& f) {
   return {};
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 spruce::tensor_ref<float> view(std::vector<float>& v, std::initializer_list<std::size_t> shape) {
   const std::vector<std::size_t> s(shape);
@@ -105,7 +109,9 @@ std::size_t temp_files_in(const fs::path& dir) {
 struct model {
   std::vector<float> w = iota_vec(6, 1.0f), b = iota_vec(4, -3.0f), e, s = iota_vec(5, 100.0f);
   std::vector<spruce::named_tensor<float>> params() {
-    return {{"layer.weight", view(w, {2, 3})}, {"layer.bias", view(b, {4})}, {"empty", view(e, {2, 0})},
+    return {{"layer.weight", view(w, {2, 3})},
+            {"layer.bias", view(b, {4})},
+            {"empty", view(e, {2, 0})},
             {"deep", view(s, {1, 1, 1, 5})}};
   }
 };
@@ -116,14 +122,17 @@ TEST_CASE("safetensors: save and read back, with metadata and a zero-size tensor
   temp_dir dir;
   model m;
   const std::map<std::string, std::string> meta = {
-      {"format", "pt"}, {"epoch", "7"}, {"note", "quote \" backslash \\ newline \n tab \t unicode \xc3\xa9 ctrl \x01"}};
+      {"format", "pt"},
+      {"epoch", "7"},
+      {"note", "quote \" backslash \\ newline \n tab \t unicode \xc3\xa9 ctrl \x01"}};
   const fs::path p = dir / "sub" / "dir" / "m.safetensors";  // parents are created
   train::save_safetensors(p, m.params(), meta);
 
   const bytes raw = read_file(p);
   REQUIRE(raw.size() >= 8);
   std::uint64_t n = 0;
-  for (int k = 7; k >= 0; --k) n = (n << 8) | static_cast<unsigned char>(raw[static_cast<std::size_t>(k)]);
+  for (int k = 7; k >= 0; --k)
+    n = (n << 8) | static_cast<unsigned char>(raw[static_cast<std::size_t>(k)]);
   CHECK(n % 8 == 0);
   CHECK(raw[8] == '{');
   CHECK(raw.size() == 8 + n + (6 + 4 + 0 + 5) * 4);
@@ -181,8 +190,10 @@ TEST_CASE("safetensors: overwriting replaces the file; strided destinations are 
     for (std::size_t c = 0; c < 3; ++c) CHECK(buf[c * 2 + r] == b[r * 3 + c]);
 
   // Saving a strided view is refused (and writes nothing).
-  const std::string msg =
-      error_of([&] { train::save_safetensors(dir / "s.safetensors", {{"x", spruce::tensor_ref<float>(buf.data(), shape, strides)}}); });
+  const std::string msg = error_of([&] {
+    train::save_safetensors(dir / "s.safetensors",
+                            {{"x", spruce::tensor_ref<float>(buf.data(), shape, strides)}});
+  });
   CHECK(contains(msg, "strided"));
   CHECK_FALSE(fs::exists(dir / "s.safetensors"));
 }
@@ -200,7 +211,8 @@ TEST_CASE("safetensors: files laid out by Python's safetensors load") {
       R"({"__metadata__":{"format":"pt"},"a\u002ebias":{"dtype":"F32","shape":[2],"data_offsets":[24,32]},)"
       R"("conv.weight":{"dtype":"F32","shape":[2,1,3],"data_offsets":[0,24]}})";
   write_file(dir / "py.safetensors", make_file(header, data));
-  CHECK(train::read_safetensors_metadata(dir / "py.safetensors") == std::map<std::string, std::string>{{"format", "pt"}});
+  CHECK(train::read_safetensors_metadata(dir / "py.safetensors") ==
+        std::map<std::string, std::string>{{"format", "pt"}});
   const auto all = train::read_safetensors(dir / "py.safetensors");
   REQUIRE(all.size() == 2);
   CHECK(all[0].name == "conv.weight");  // data order
@@ -210,18 +222,21 @@ TEST_CASE("safetensors: files laid out by Python's safetensors load") {
   CHECK(all[1].data == a);
 
   std::vector<float> ga(2), gb(6);
-  train::load_safetensors(dir / "py.safetensors", {{"a.bias", view(ga, {2})}, {"conv.weight", view(gb, {2, 1, 3})}});
+  train::load_safetensors(dir / "py.safetensors",
+                          {{"a.bias", view(ga, {2})}, {"conv.weight", view(gb, {2, 1, 3})}});
   CHECK(ga == a);
   CHECK(gb == b);
 
   // Whitespace inside the JSON and an unpadded header are valid too.
-  const std::string spaced = "{ \"x\" : { \"dtype\" : \"F32\", \"shape\" : [ 1 ], \"data_offsets\" : [ 0 , 4 ] } }";
+  const std::string spaced =
+      "{ \"x\" : { \"dtype\" : \"F32\", \"shape\" : [ 1 ], \"data_offsets\" : [ 0 , 4 ] } }";
   write_file(dir / "ws.safetensors", make_file(spaced, float_bytes({9.0f}), false));
   CHECK(train::read_safetensors(dir / "ws.safetensors")[0].data == std::vector<float>{9.0f});
 
   // A scalar (shape []) holds one element.
-  write_file(dir / "scalar.safetensors",
-             make_file(R"({"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})", float_bytes({2.5f})));
+  write_file(
+      dir / "scalar.safetensors",
+      make_file(R"({"s":{"dtype":"F32","shape":[],"data_offsets":[0,4]}})", float_bytes({2.5f})));
   const auto scalar = train::read_safetensors(dir / "scalar.safetensors");
   CHECK(scalar[0].shape.empty());
   CHECK(scalar[0].data == std::vector<float>{2.5f});
@@ -277,7 +292,9 @@ TEST_CASE("safetensors: load checks names and shapes and changes nothing on a mi
     CHECK(untouched());
   }
   SUBCASE("missing file") {
-    CHECK(contains(error_of([&] { train::load_safetensors(dir / "nope.safetensors", dst.params()); }), "nope.safetensors"));
+    CHECK(
+        contains(error_of([&] { train::load_safetensors(dir / "nope.safetensors", dst.params()); }),
+                 "nope.safetensors"));
   }
 }
 
@@ -319,7 +336,8 @@ TEST_CASE("safetensors: corrupt headers are clear errors") {
     CHECK(contains(message_for(longer), "trailing"));
   }
   SUBCASE("non-F32 dtype is refused by name; its metadata still reads") {
-    const bytes f = make_file(R"({"__metadata__":{"k":"v"},"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", d8);
+    const bytes f = make_file(
+        R"({"__metadata__":{"k":"v"},"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", d8);
     write_file(p, f);
     const std::string msg = error_of([&] { train::read_safetensors(p); });
     CHECK(contains(msg, "'h'"));
@@ -334,40 +352,48 @@ TEST_CASE("safetensors: corrupt headers are clear errors") {
     CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
                                R"("b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})"),
                    "overlap"));
-    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})"), "belong to no tensor"));
-    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})"), "end before"));
-    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})"), "truncated"));
-    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})"), "shape [3]"));
-    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})"),
-                   "too large"));
-    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,99999999999999999999999]}})"),
-                   "too large"));
+    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})"),
+                   "belong to no tensor"));
+    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})"),
+                   "end before"));
+    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})"),
+                   "truncated"));
+    CHECK(contains(header_case(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})"),
+                   "shape [3]"));
+    CHECK(contains(
+        header_case(
+            R"({"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}})"),
+        "too large"));
+    CHECK(contains(
+        header_case(
+            R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,99999999999999999999999]}})"),
+        "too large"));
   }
   SUBCASE("malformed JSON and schema violations") {
     const std::vector<std::string> headers = {
-        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})",              // unterminated object
-        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} x)",           // text after the object
-        R"({"a" {"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",             // missing colon
-        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],}})",            // trailing comma
+        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})",     // unterminated object
+        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}} x)",  // text after the object
+        R"({"a" {"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",    // missing colon
+        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],}})",   // trailing comma
         R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[0],"data_offsets":[8,8]}})",
-        R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})",             // negative dim
-        R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})",            // float dim
-        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})",                // one offset
-        R"({"a":{"dtype":"X9","shape":[2],"data_offsets":[0,8]}})",               // unknown dtype
-        R"({"a":{"dtype":"F32","shape":[2]}})",                                   // no offsets
-        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}})",    // unknown field
+        R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})",           // negative dim
+        R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})",          // float dim
+        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})",              // one offset
+        R"({"a":{"dtype":"X9","shape":[2],"data_offsets":[0,8]}})",             // unknown dtype
+        R"({"a":{"dtype":"F32","shape":[2]}})",                                 // no offsets
+        R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}})",  // unknown field
         R"({"a":{"dtype":"F32","dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-        R"({"a":[1,2]})",                                                         // not an object
+        R"({"a":[1,2]})",  // not an object
         R"({"__metadata__":{"k":1},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
         R"({"__metadata__":[],"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-        R"({"a\q":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",          // bad escape
-        R"({"a\ud800":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",       // lone surrogate
+        R"({"a\q":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",      // bad escape
+        R"({"a\ud800":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",  // lone surrogate
         R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}})",
         R"({"a":{"dtype":"F32","shape":[02],"data_offsets":[0,8]}})",            // leading zero
         R"({"a":{"dtype":F32,"shape":[2],"data_offsets":[0,8]}})",               // bare word
-        "{\"a\x01\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",   // raw control char
+        "{\"a\x01\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",  // raw control char
         "[1,2,3]",
-        "{\"a\":" + std::string(2000, '[') + std::string(2000, ']') + "}",        // nesting bomb
+        "{\"a\":" + std::string(2000, '[') + std::string(2000, ']') + "}",  // nesting bomb
         "{\"a\":\"" + std::string(300, 'x'),
     };
     for (const auto& h : headers) {
@@ -376,7 +402,8 @@ TEST_CASE("safetensors: corrupt headers are clear errors") {
       CHECK(contains(msg, "safetensors file"));
     }
     // A header must be an object that starts at its first byte.
-    CHECK(contains(header_case(R"( {"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})"), "start with"));
+    CHECK(contains(header_case(R"( {"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})"),
+                   "start with"));
   }
 }
 
@@ -393,7 +420,8 @@ TEST_CASE("safetensors: every truncation and byte flip of a valid file fails cle
   }
   // Flipping header bytes either still gives a valid file or a spruce::error, never a crash.
   std::uint64_t n = 0;
-  for (int k = 7; k >= 0; --k) n = (n << 8) | static_cast<unsigned char>(raw[static_cast<std::size_t>(k)]);
+  for (int k = 7; k >= 0; --k)
+    n = (n << 8) | static_cast<unsigned char>(raw[static_cast<std::size_t>(k)]);
   std::size_t failures = 0;
   for (std::size_t i = 0; i < 8 + n; ++i)
     for (const unsigned char x : {0x01, 0x20, 0x80, 0xFF}) {
@@ -414,11 +442,26 @@ TEST_CASE("save_safetensors: refuses bad inputs before writing anything") {
   temp_dir dir;
   const fs::path p = dir / "m.safetensors";
   std::vector<float> a(4, 1.0f);
-  CHECK(contains(error_of([&] { train::save_safetensors(p, {{"x", view(a, {4})}, {"x", view(a, {2, 2})}}); }), "twice"));
-  CHECK(contains(error_of([&] { train::save_safetensors(p, {{"", view(a, {4})}}); }), "empty name"));
-  CHECK(contains(error_of([&] { train::save_safetensors(p, {{"__metadata__", view(a, {4})}}); }), "reserved"));
-  CHECK(contains(error_of([&] { train::save_safetensors(p, {{"x", spruce::tensor_ref<float>()}}); }), "default-constructed"));
-  CHECK(contains(error_of([&] { train::save_safetensors(dir.path / "", {{"x", view(a, {4})}}); }), "not a file path"));
+  CHECK(contains(error_of([&] {
+                   train::save_safetensors(p, {{"x", view(a, {4})}, {"x", view(a, {2, 2})}});
+                 }),
+                 "twice"));
+  CHECK(contains(error_of([&] {
+                   train::save_safetensors(p, {{"", view(a, {4})}});
+                 }),
+                 "empty name"));
+  CHECK(contains(error_of([&] {
+                   train::save_safetensors(p, {{"__metadata__", view(a, {4})}});
+                 }),
+                 "reserved"));
+  CHECK(contains(error_of([&] {
+                   train::save_safetensors(p, {{"x", spruce::tensor_ref<float>()}});
+                 }),
+                 "default-constructed"));
+  CHECK(contains(error_of([&] {
+                   train::save_safetensors(dir.path / "", {{"x", view(a, {4})}});
+                 }),
+                 "not a file path"));
   CHECK(fs::is_empty(dir.path));
 }
 
@@ -435,7 +478,9 @@ TEST_CASE("save_safetensors: atomic replacement, no temporary file left behind")
     fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec);
     const bool enforced = ::access(ro.c_str(), W_OK) != 0;  // root writes anyway
     if (enforced) {
-      CHECK(contains(error_of([&] { train::save_safetensors(ro / "m.safetensors", {{"w", view(old_w, {16})}}); }),
+      CHECK(contains(error_of([&] {
+                       train::save_safetensors(ro / "m.safetensors", {{"w", view(old_w, {16})}});
+                     }),
                      "cannot create"));
       fs::permissions(ro, fs::perms::owner_all);
       CHECK(fs::is_empty(ro));
@@ -445,11 +490,14 @@ TEST_CASE("save_safetensors: atomic replacement, no temporary file left behind")
     fs::permissions(ro, fs::perms::owner_all);
     // No user can create files in /proc/self.
     if (fs::is_directory("/proc/self")) {
-      CHECK_THROWS_AS(train::save_safetensors("/proc/self/m.safetensors", {{"w", view(old_w, {16})}}), spruce::error);
+      CHECK_THROWS_AS(
+          train::save_safetensors("/proc/self/m.safetensors", {{"w", view(old_w, {16})}}),
+          spruce::error);
       CHECK_FALSE(fs::exists("/proc/self/m.safetensors"));
     }
     // A parent that is a regular file cannot be created.
-    CHECK_THROWS_AS(train::save_safetensors(p / "m.safetensors", {{"w", view(old_w, {16})}}), spruce::error);
+    CHECK_THROWS_AS(train::save_safetensors(p / "m.safetensors", {{"w", view(old_w, {16})}}),
+                    spruce::error);
     CHECK(read_file(p) == original);
   }
 
@@ -462,7 +510,9 @@ TEST_CASE("save_safetensors: atomic replacement, no temporary file left behind")
     struct rlimit lim = old_limit;
     lim.rlim_cur = 64 * 1024;
     REQUIRE(::setrlimit(RLIMIT_FSIZE, &lim) == 0);
-    const std::string msg = error_of([&] { train::save_safetensors(p, {{"w", view(new_w, {1 << 16})}}); });
+    const std::string msg = error_of([&] {
+      train::save_safetensors(p, {{"w", view(new_w, {1 << 16})}});
+    });
     REQUIRE(::setrlimit(RLIMIT_FSIZE, &old_limit) == 0);
     std::signal(SIGXFSZ, old_handler);
     CHECK(contains(msg, "cannot write"));
@@ -477,7 +527,10 @@ TEST_CASE("save_safetensors: atomic replacement, no temporary file left behind")
   SUBCASE("the rename fails: the target is a directory") {
     const fs::path target = dir / "is_a_dir";
     fs::create_directories(target / "inside");
-    CHECK(contains(error_of([&] { train::save_safetensors(target, {{"w", view(old_w, {16})}}); }), "directory"));
+    CHECK(contains(error_of([&] {
+                     train::save_safetensors(target, {{"w", view(old_w, {16})}});
+                   }),
+                   "directory"));
     CHECK(fs::is_directory(target / "inside"));
     CHECK(temp_files_in(dir.path) == 0);
   }

@@ -29,8 +29,10 @@ struct temp_dir {
   fs::path path;
   temp_dir() {
     static int counter = 0;
-    path = fs::temp_directory_path() /
-           std::string("spruce_test_data_").append(std::to_string(::getpid())).append("_").append(std::to_string(counter++));
+    path = fs::temp_directory_path() / std::string("spruce_test_data_")
+                                           .append(std::to_string(::getpid()))
+                                           .append("_")
+                                           .append(std::to_string(counter++));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -47,13 +49,15 @@ void put_be32(bytes& b, std::uint32_t v) {
   for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<unsigned char>(v >> s));
 }
 
-bytes idx_images(std::uint32_t n, std::uint32_t rows, std::uint32_t cols, std::uint32_t magic = 0x803) {
+bytes idx_images(std::uint32_t n, std::uint32_t rows, std::uint32_t cols,
+                 std::uint32_t magic = 0x803) {
   bytes b;
   put_be32(b, magic);
   put_be32(b, n);
   put_be32(b, rows);
   put_be32(b, cols);
-  for (std::uint32_t i = 0; i < n * rows * cols; ++i) b.push_back(static_cast<unsigned char>((i * 37 + 11) % 256));
+  for (std::uint32_t i = 0; i < n * rows * cols; ++i)
+    b.push_back(static_cast<unsigned char>((i * 37 + 11) % 256));
   return b;
 }
 
@@ -95,7 +99,9 @@ std::string error_of(F&& f) {
   return {};
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 // A data set whose image i holds distinct values identifying (i, pixel): lets the loader
 // tests recover which image and which shift produced an output.
@@ -125,8 +131,9 @@ TEST_CASE("read_idx: raw and gzip files round-trip bytes to byte / 255") {
   write_raw(dir / "lab", lab);
   write_gz(dir / "img.gz", img);
   write_gz(dir / "lab.gz", lab);
-  for (const auto& [ip, lp] : {std::pair{dir / "img", dir / "lab"}, std::pair{dir / "img.gz", dir / "lab.gz"},
-                               std::pair{dir / "img.gz", dir / "lab"}}) {
+  for (const auto& [ip, lp] :
+       {std::pair{dir / "img", dir / "lab"}, std::pair{dir / "img.gz", dir / "lab.gz"},
+        std::pair{dir / "img.gz", dir / "lab"}}) {
     const train::dataset d = train::read_idx(ip, lp);
     CHECK(d.size() == 5);
     CHECK(d.c == 1);
@@ -135,7 +142,8 @@ TEST_CASE("read_idx: raw and gzip files round-trip bytes to byte / 255") {
     CHECK(d.image_size() == 12);
     REQUIRE(d.images.size() == 60);
     REQUIRE(d.labels.size() == 5);
-    for (std::size_t i = 0; i < 60; ++i) CHECK(d.images[i] == static_cast<float>(img[16 + i]) / 255.0f);
+    for (std::size_t i = 0; i < 60; ++i)
+      CHECK(d.images[i] == static_cast<float>(img[16 + i]) / 255.0f);
     for (std::size_t i = 0; i < 5; ++i) CHECK(d.labels[i] == lab[8 + i]);
   }
 }
@@ -171,11 +179,13 @@ TEST_CASE("read_idx: truncated, padded, mismatched and mislabelled files are err
     write_raw(dir / "long", longer);
     write_gz(dir / "long.gz", longer);
     CHECK(contains(error_of([&] { train::read_idx(dir / "long", dir / "lab"); }), "trailing"));
-    CHECK(contains(error_of([&] { train::read_idx(dir / "long.gz", dir / "lab"); }), "bytes after"));
+    CHECK(
+        contains(error_of([&] { train::read_idx(dir / "long.gz", dir / "lab"); }), "bytes after"));
     bytes lab_longer = lab;
     lab_longer.push_back(1);
     write_gz(dir / "lablong.gz", lab_longer);
-    CHECK(contains(error_of([&] { train::read_idx(dir / "img", dir / "lablong.gz"); }), "bytes after"));
+    CHECK(contains(error_of([&] { train::read_idx(dir / "img", dir / "lablong.gz"); }),
+                   "bytes after"));
   }
   SUBCASE("truncated and corrupted gzip streams") {
     const bytes gz = read_file(dir / "img.gz");
@@ -218,8 +228,10 @@ TEST_CASE("read_idx: truncated, padded, mismatched and mislabelled files are err
     write_gz(dir / "huge.gz", huge);
     write_raw(dir / "huge", huge);
     write_raw(dir / "hugelab", huge_lab);
-    CHECK_THROWS_AS(train::read_idx(dir / "huge.gz", dir / "lab"), spruce::error);  // count mismatch first
-    CHECK_THROWS_AS(train::read_idx(dir / "huge", dir / "hugelab"), spruce::error);  // raw label size check
+    CHECK_THROWS_AS(train::read_idx(dir / "huge.gz", dir / "lab"),
+                    spruce::error);  // count mismatch first
+    CHECK_THROWS_AS(train::read_idx(dir / "huge", dir / "hugelab"),
+                    spruce::error);  // raw label size check
   }
   SUBCASE("labels must be below the class count") {
     bytes eleven = lab;
@@ -248,14 +260,16 @@ TEST_CASE("load_fashion_mnist: file names, uncompressed fallback, missing data m
   CHECK(train::load_fashion_mnist(dir.path, train::split::test).size() == 2);
 
   temp_dir empty;
-  const std::string msg = error_of([&] { train::load_fashion_mnist(empty.path, train::split::train); });
+  const std::string msg =
+      error_of([&] { train::load_fashion_mnist(empty.path, train::split::train); });
   CHECK(contains(msg, "dataset-fashion-mnist"));
   CHECK(contains(msg, "sudo apt-get install dataset-fashion-mnist"));
   CHECK(contains(msg, "scripts/setup.sh --demo"));
   CHECK(contains(msg, "SPRUCE_FASHION_MNIST_DIR"));
   CHECK(contains(msg, (empty.path / "train-images-idx3-ubyte.gz").string()));
-  CHECK(contains(error_of([&] { train::load_fashion_mnist(empty.path / "absent", train::split::test); }),
-                 (empty.path / "absent" / "t10k-images-idx3-ubyte.gz").string()));
+  CHECK(contains(
+      error_of([&] { train::load_fashion_mnist(empty.path / "absent", train::split::test); }),
+      (empty.path / "absent" / "t10k-images-idx3-ubyte.gz").string()));
 }
 
 TEST_CASE("default_fashion_mnist_dir honours SPRUCE_FASHION_MNIST_DIR") {
@@ -272,9 +286,10 @@ TEST_CASE("default_fashion_mnist_dir honours SPRUCE_FASHION_MNIST_DIR") {
 
 TEST_CASE("the installed Fashion-MNIST: counts, classes, pixel range") {
   const fs::path dir = train::default_fashion_mnist_dir();
-  if (!fs::exists(dir / "train-images-idx3-ubyte.gz") && !fs::exists(dir / "train-images-idx3-ubyte")) {
-    MESSAGE("Fashion-MNIST not found in " << dir.string()
-                                          << "; skipped (sudo apt-get install dataset-fashion-mnist to run it)");
+  if (!fs::exists(dir / "train-images-idx3-ubyte.gz") &&
+      !fs::exists(dir / "train-images-idx3-ubyte")) {
+    MESSAGE("Fashion-MNIST not found in "
+            << dir.string() << "; skipped (sudo apt-get install dataset-fashion-mnist to run it)");
     return;
   }
   const auto t0 = std::chrono::steady_clock::now();
@@ -312,7 +327,8 @@ TEST_CASE("read_cifar10: records, planes, concatenation and errors") {
     for (std::size_t r = 0; r < records; ++r) {
       b.push_back(static_cast<unsigned char>((first_label + r) % 10));
       for (std::size_t plane = 0; plane < 3; ++plane)  // R, G, B planes, each 32 x 32
-        for (std::size_t i = 0; i < 1024; ++i) b.push_back(static_cast<unsigned char>((r * 50 + plane * 80 + i) % 256));
+        for (std::size_t i = 0; i < 1024; ++i)
+          b.push_back(static_cast<unsigned char>((r * 50 + plane * 80 + i) % 256));
     }
     return b;
   };
@@ -340,7 +356,10 @@ TEST_CASE("read_cifar10: records, planes, concatenation and errors") {
 
   bytes cut(a.begin(), a.end() - 1);
   write_raw(dir / "cut.bin", cut);
-  CHECK(contains(error_of([&] { train::read_cifar10({dir / "a.bin", dir / "cut.bin"}); }), "multiple of the 3073"));
+  CHECK(contains(error_of([&] {
+                   train::read_cifar10({dir / "a.bin", dir / "cut.bin"});
+                 }),
+                 "multiple of the 3073"));
   write_raw(dir / "empty.bin", {});
   CHECK_THROWS_AS(train::read_cifar10({dir / "empty.bin"}), spruce::error);
   bytes bad = a;
@@ -367,14 +386,16 @@ TEST_CASE("compute_channel_stats and normalise") {
       for (std::size_t k = 0; k < 35; ++k) {
         state = state * 1664525u + 1013904223u;
         const float u = static_cast<float>(state >> 8) / 16777216.0f;
-        d.images[(i * 3 + ch) * 35 + k] = 0.1f + 0.3f * static_cast<float>(ch) + u * (0.05f + 0.2f * static_cast<float>(ch));
+        d.images[(i * 3 + ch) * 35 + k] =
+            0.1f + 0.3f * static_cast<float>(ch) + u * (0.05f + 0.2f * static_cast<float>(ch));
       }
   const train::channel_stats s = train::compute_channel_stats(d);
   REQUIRE(s.mean.size() == 3);
   for (std::size_t ch = 0; ch < 3; ++ch) {
     // Uniform on [a, a + w]: mean a + w/2, std w / sqrt(12).
     const double width = 0.05 + 0.2 * static_cast<double>(ch);
-    CHECK(s.mean[ch] == doctest::Approx(0.1 + 0.3 * static_cast<double>(ch) + width / 2).epsilon(0.01));
+    CHECK(s.mean[ch] ==
+          doctest::Approx(0.1 + 0.3 * static_cast<double>(ch) + width / 2).epsilon(0.01));
     CHECK(s.stddev[ch] == doctest::Approx(width / std::sqrt(12.0)).epsilon(0.03));
   }
   train::normalise(d, s);
@@ -429,9 +450,10 @@ TEST_CASE("batch_loader: every image once per epoch, partial last batch, drop_la
           for (std::size_t k = 0; k < b.n; ++k) {
             const std::size_t idx = image_index(d, b.images.data() + k * d.image_size());
             REQUIRE(idx < d.n);
-            CHECK(std::equal(b.images.begin() + static_cast<std::ptrdiff_t>(k * d.image_size()),
-                             b.images.begin() + static_cast<std::ptrdiff_t>((k + 1) * d.image_size()),
-                             d.images.begin() + static_cast<std::ptrdiff_t>(idx * d.image_size())));
+            CHECK(
+                std::equal(b.images.begin() + static_cast<std::ptrdiff_t>(k * d.image_size()),
+                           b.images.begin() + static_cast<std::ptrdiff_t>((k + 1) * d.image_size()),
+                           d.images.begin() + static_cast<std::ptrdiff_t>(idx * d.image_size())));
             CHECK(b.labels[k] == d.labels[idx]);
             seen.push_back(idx);
           }
@@ -455,7 +477,8 @@ TEST_CASE("batch_loader: order depends only on (seed, epoch)") {
     train::batch b;
     std::vector<std::size_t> out;
     while (l.next(b))
-      for (std::size_t k = 0; k < b.n; ++k) out.push_back(image_index(d, b.images.data() + k * d.image_size()));
+      for (std::size_t k = 0; k < b.n; ++k)
+        out.push_back(image_index(d, b.images.data() + k * d.image_size()));
     return out;
   };
   const auto e0 = order(7, 0, 8), e1 = order(7, 1, 8);
@@ -498,7 +521,8 @@ TEST_CASE("batch_loader: next() reuses the batch's storage") {
 TEST_CASE("batch_loader: augmentation") {
   const train::dataset d = indexed_dataset(60, 2, 5, 6);
   const std::size_t isz = d.image_size(), H = d.h, W = d.w;
-  auto epoch_images = [&](train::augment aug, std::uint64_t seed, std::size_t epoch, std::size_t bs) {
+  auto epoch_images = [&](train::augment aug, std::uint64_t seed, std::size_t epoch,
+                          std::size_t bs) {
     train::batch_loader l(d, bs, false, seed, aug);
     l.start_epoch(epoch);
     train::batch b;
@@ -507,7 +531,9 @@ TEST_CASE("batch_loader: augmentation") {
     return out;
   };
 
-  SUBCASE("pad 0 without flip is the identity") { CHECK(epoch_images({0, false}, 3, 0, 7) == d.images); }
+  SUBCASE("pad 0 without flip is the identity") {
+    CHECK(epoch_images({0, false}, 3, 0, 7) == d.images);
+  }
 
   SUBCASE("flip mirrors rows, about half of the time") {
     const auto out = epoch_images({0, true}, 3, 0, 7);
@@ -551,9 +577,13 @@ TEST_CASE("batch_loader: augmentation") {
                     // out = mirror? flip(crop) : crop, crop(y, x) = src(y + dy, x + dx) or 0
                     const long cx = mirror ? static_cast<long>(W) - 1 - x : x;
                     const long sy = y + dy, sx = cx + dx;
-                    const bool inside = sy >= 0 && sy < static_cast<long>(H) && sx >= 0 && sx < static_cast<long>(W);
-                    const float want = inside ? s[(ch * H + static_cast<std::size_t>(sy)) * W + static_cast<std::size_t>(sx)] : 0.0f;
-                    ok = o[(ch * H + static_cast<std::size_t>(y)) * W + static_cast<std::size_t>(x)] == want;
+                    const bool inside = sy >= 0 && sy < static_cast<long>(H) && sx >= 0 &&
+                                        sx < static_cast<long>(W);
+                    const float want = inside ? s[(ch * H + static_cast<std::size_t>(sy)) * W +
+                                                  static_cast<std::size_t>(sx)]
+                                              : 0.0f;
+                    ok = o[(ch * H + static_cast<std::size_t>(y)) * W +
+                           static_cast<std::size_t>(x)] == want;
                   }
               if (ok) {
                 matched = true;

@@ -7,10 +7,12 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
 #include <set>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
@@ -23,11 +25,14 @@ namespace {
 // The data section is the host's float bytes as they are; safetensors is little-endian.
 static_assert(std::endian::native == std::endian::little,
               "train/checkpoint.cpp writes and reads floats as raw little-endian bytes");
-static_assert(sizeof(float) == 4 && std::numeric_limits<float>::is_iec559, "F32 must be IEEE binary32");
+static_assert(sizeof(float) == 4 && std::numeric_limits<float>::is_iec559,
+              "F32 must be IEEE binary32");
 
 using spruce::error;
 
-std::string quoted(const std::filesystem::path& p) { return std::string("'").append(p.string()).append("'"); }
+std::string quoted(const std::filesystem::path& p) {
+  return std::string("'").append(p.string()).append("'");
+}
 
 // The same cap the reference implementation uses: a header past it is corrupt, and
 // refusing it keeps a damaged length field from turning into a huge allocation.
@@ -62,17 +67,20 @@ class json_parser {
 
  private:
   [[noreturn]] void fail(const std::string& what) const {
-    throw error(std::string("safetensors file ")
-                    .append(quoted(file_))
-                    .append(" has a malformed JSON header (")
-                    .append(what)
-                    .append(" at byte ")
-                    .append(std::to_string(i_))
-                    .append(" of the header); the file is corrupt or not a safetensors file, write it again"));
+    throw error(
+        std::string("safetensors file ")
+            .append(quoted(file_))
+            .append(" has a malformed JSON header (")
+            .append(what)
+            .append(" at byte ")
+            .append(std::to_string(i_))
+            .append(
+                " of the header); the file is corrupt or not a safetensors file, write it again"));
   }
 
   void skip_ws() {
-    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) ++i_;
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r'))
+      ++i_;
   }
 
   bool eat(char c) {
@@ -133,7 +141,8 @@ class json_parser {
       v.text = parse_number();
       return v;
     }
-    for (const auto& [word, val] : {std::pair<std::string_view, int>{"true", 1}, {"false", 0}, {"null", -1}}) {
+    for (const auto& [word, val] :
+         {std::pair<std::string_view, int>{"true", 1}, {"false", 0}, {"null", -1}}) {
       if (s_.substr(i_, word.size()) == word) {
         i_ += word.size();
         v.k = val < 0 ? json::kind::null : json::kind::boolean;
@@ -174,10 +183,14 @@ class json_parser {
     for (int k = 0; k < 4; ++k) {
       const char c = s_[i_++];
       v <<= 4;
-      if (c >= '0' && c <= '9') v |= static_cast<unsigned>(c - '0');
-      else if (c >= 'a' && c <= 'f') v |= static_cast<unsigned>(c - 'a' + 10);
-      else if (c >= 'A' && c <= 'F') v |= static_cast<unsigned>(c - 'A' + 10);
-      else fail("bad hex digit in a \\u escape");
+      if (c >= '0' && c <= '9')
+        v |= static_cast<unsigned>(c - '0');
+      else if (c >= 'a' && c <= 'f')
+        v |= static_cast<unsigned>(c - 'a' + 10);
+      else if (c >= 'A' && c <= 'F')
+        v |= static_cast<unsigned>(c - 'A' + 10);
+      else
+        fail("bad hex digit in a \\u escape");
     }
     return v;
   }
@@ -214,14 +227,30 @@ class json_parser {
       }
       if (i_ >= s_.size()) fail("unterminated escape");
       switch (const char e = s_[i_++]; e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           unsigned cp = hex4();
           if (cp >= 0xD800 && cp < 0xDC00) {
@@ -235,7 +264,8 @@ class json_parser {
           put_utf8(out, cp);
           break;
         }
-        default: fail("unknown escape");
+        default:
+          fail("unknown escape");
       }
     }
   }
@@ -269,8 +299,9 @@ void json_escape(std::string& out, const std::string& s) {
 
 std::size_t dtype_size(const std::string& d) {
   static const std::pair<const char*, std::size_t> table[] = {
-      {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8}, {"I32", 4}, {"I16", 2},     {"I8", 1},
-      {"U64", 8}, {"U32", 4}, {"U16", 2}, {"U8", 1},   {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
+      {"F64", 8}, {"F32", 4}, {"F16", 2},  {"BF16", 2},    {"I64", 8},
+      {"I32", 4}, {"I16", 2}, {"I8", 1},   {"U64", 8},     {"U32", 4},
+      {"U16", 2}, {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
   for (const auto& [name, size] : table)
     if (d == name) return size;
   return 0;
@@ -304,11 +335,12 @@ class header_reader {
   explicit header_reader(const std::filesystem::path& path) : path_(path) {}
 
   [[noreturn]] void fail(const std::string& what) const {
-    throw error(std::string("safetensors file ")
-                    .append(quoted(path_))
-                    .append(": ")
-                    .append(what)
-                    .append("; the file is corrupt or was not written as safetensors, write it again"));
+    throw error(
+        std::string("safetensors file ")
+            .append(quoted(path_))
+            .append(": ")
+            .append(what)
+            .append("; the file is corrupt or was not written as safetensors, write it again"));
   }
 
   std::uint64_t to_u64(const json& v, const std::string& what) const {
@@ -317,7 +349,8 @@ class header_reader {
     for (const char c : v.text) {
       if (c < '0' || c > '9') fail(what + " (" + v.text + ") is not a non-negative integer");
       const auto d = static_cast<std::uint64_t>(c - '0');
-      if (x > (std::numeric_limits<std::uint64_t>::max() - d) / 10) fail(what + " (" + v.text + ") is too large");
+      if (x > (std::numeric_limits<std::uint64_t>::max() - d) / 10)
+        fail(what + " (" + v.text + ") is too large");
       x = x * 10 + d;
     }
     return x;
@@ -332,7 +365,10 @@ class header_reader {
                       .append(" does not exist or is not a regular file; check the path"));
     const std::uint64_t file_size = std::filesystem::file_size(path_, ec);
     if (ec)
-      throw error(std::string("cannot read the size of ").append(quoted(path_)).append(": ").append(ec.message()));
+      throw error(std::string("cannot read the size of ")
+                      .append(quoted(path_))
+                      .append(": ")
+                      .append(ec.message()));
     in.open(path_, std::ios::binary);
     if (!in)
       throw error(std::string("cannot open safetensors file ")
@@ -341,7 +377,9 @@ class header_reader {
                       .append(std::strerror(errno))
                       .append("; check its permissions"));
     if (file_size < 8)
-      fail(std::string("it is ").append(std::to_string(file_size)).append(" bytes, too short for the 8-byte header length"));
+      fail(std::string("it is ")
+               .append(std::to_string(file_size))
+               .append(" bytes, too short for the 8-byte header length"));
     unsigned char len_bytes[8];
     if (!in.read(reinterpret_cast<char*>(len_bytes), 8)) fail("cannot read the header length");
     std::uint64_t n = 0;
@@ -366,12 +404,15 @@ class header_reader {
     for (std::size_t m = 0; m < root.keys.size(); ++m) {
       const std::string& key = root.keys[m];
       const json& val = root.items[m];
-      if (!seen.insert(key).second) fail(std::string("the header lists '").append(key).append("' twice"));
+      if (!seen.insert(key).second)
+        fail(std::string("the header lists '").append(key).append("' twice"));
       if (key == "__metadata__") {
         if (val.k != json::kind::object) fail("__metadata__ is not a JSON object");
         for (std::size_t j = 0; j < val.keys.size(); ++j) {
           if (val.items[j].k != json::kind::string)
-            fail(std::string("__metadata__ value '").append(val.keys[j]).append("' is not a string"));
+            fail(std::string("__metadata__ value '")
+                     .append(val.keys[j])
+                     .append("' is not a string"));
           if (!h.metadata.emplace(val.keys[j], val.items[j].text).second)
             fail(std::string("__metadata__ lists '").append(val.keys[j]).append("' twice"));
         }
@@ -382,8 +423,9 @@ class header_reader {
 
     // The tensors must tile the data section exactly: sorted by offset, each begins where
     // the previous ends, the first at 0 and the last at the end of the file.
-    std::stable_sort(h.entries.begin(), h.entries.end(),
-                     [](const entry& a, const entry& b) { return a.begin != b.begin ? a.begin < b.begin : a.end < b.end; });
+    std::stable_sort(h.entries.begin(), h.entries.end(), [](const entry& a, const entry& b) {
+      return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+    });
     std::uint64_t at = 0;
     const entry* prev = nullptr;
     for (const entry& e : h.entries) {
@@ -448,7 +490,8 @@ class header_reader {
         for (const json& d : f.items) e.shape.push_back(to_u64(d, who + " shape entry"));
         has_shape = true;
       } else if (field == "data_offsets" && !has_offsets) {
-        if (f.k != json::kind::array || f.items.size() != 2) fail(who + " data_offsets is not a [begin, end] pair");
+        if (f.k != json::kind::array || f.items.size() != 2)
+          fail(who + " data_offsets is not a [begin, end] pair");
         e.begin = to_u64(f.items[0], who + " data_offsets begin");
         e.end = to_u64(f.items[1], who + " data_offsets end");
         has_offsets = true;
@@ -456,19 +499,23 @@ class header_reader {
         fail(who + " has an unexpected or repeated field '" + field + "'");
       }
     }
-    if (!has_dtype || !has_shape || !has_offsets) fail(who + " lacks one of dtype, shape, data_offsets");
+    if (!has_dtype || !has_shape || !has_offsets)
+      fail(who + " lacks one of dtype, shape, data_offsets");
     const std::size_t esize = dtype_size(e.dtype);
     if (esize == 0) fail(who + " has unknown dtype '" + e.dtype + "'");
     if (e.end < e.begin)
-      fail(who + " has data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "] that end before they begin");
+      fail(who + " has data_offsets [" + std::to_string(e.begin) + ", " + std::to_string(e.end) +
+           "] that end before they begin");
     std::uint64_t bytes = esize;
     for (const std::uint64_t d : e.shape) {
-      if (d != 0 && bytes > std::numeric_limits<std::uint64_t>::max() / d) fail(who + " has a shape too large to exist");
+      if (d != 0 && bytes > std::numeric_limits<std::uint64_t>::max() / d)
+        fail(who + " has a shape too large to exist");
       bytes *= d;
     }
     if (bytes != e.end - e.begin)
-      fail(who + " has shape " + shape_text(e.shape) + " of dtype " + e.dtype + " (" + std::to_string(bytes) +
-           " bytes) but data_offsets span " + std::to_string(e.end - e.begin) + " bytes");
+      fail(who + " has shape " + shape_text(e.shape) + " of dtype " + e.dtype + " (" +
+           std::to_string(bytes) + " bytes) but data_offsets span " +
+           std::to_string(e.end - e.begin) + " bytes");
     return e;
   }
 
@@ -500,10 +547,13 @@ void require_f32(const std::filesystem::path& path, const entry& e) {
                     .append(e.name)
                     .append("' has dtype ")
                     .append(e.dtype)
-                    .append("; spruce_train reads F32 only (save it as float32, e.g. tensor.float() in PyTorch)"));
+                    .append("; spruce_train reads F32 only (save it as float32, e.g. "
+                            "tensor.float() in PyTorch)"));
 }
 
-std::string view_shape(const spruce::tensor_ref<float>& v) { return spruce::shape_string(v.shape()); }
+std::string view_shape(const spruce::tensor_ref<float>& v) {
+  return spruce::shape_string(v.shape());
+}
 
 bool same_shape(const spruce::tensor_ref<float>& v, const std::vector<std::uint64_t>& s) {
   if (v.rank() != s.size()) return false;
@@ -551,20 +601,29 @@ struct temp_guard {
 
 }  // namespace
 
-void save_safetensors(const std::filesystem::path& path, const std::vector<spruce::named_tensor<float>>& tensors,
+void save_safetensors(const std::filesystem::path& path,
+                      const std::vector<spruce::named_tensor<float>>& tensors,
                       const std::map<std::string, std::string>& metadata) {
   // Validate everything before touching the file system.
   if (path.empty() || !path.has_filename())
-    throw error(std::string("save_safetensors: ").append(quoted(path)).append(" is not a file path; pass e.g. 'model.safetensors'"));
+    throw error(std::string("save_safetensors: ")
+                    .append(quoted(path))
+                    .append(" is not a file path; pass e.g. 'model.safetensors'"));
   std::set<std::string> names;
   for (const auto& t : tensors) {
-    if (t.name.empty()) throw error("save_safetensors: a tensor has an empty name; give every tensor its parameter name");
+    if (t.name.empty())
+      throw error(
+          "save_safetensors: a tensor has an empty name; give every tensor its parameter name");
     if (t.name == "__metadata__")
       throw error("save_safetensors: '__metadata__' is reserved by the format; rename the tensor");
     if (!names.insert(t.name).second)
-      throw error(std::string("save_safetensors: tensor '").append(t.name).append("' is listed twice; names must be unique"));
+      throw error(std::string("save_safetensors: tensor '")
+                      .append(t.name)
+                      .append("' is listed twice; names must be unique"));
     if (t.view.rank() == 0)
-      throw error(std::string("save_safetensors: tensor '").append(t.name).append("' has an empty (default-constructed) view; bind it to its storage"));
+      throw error(std::string("save_safetensors: tensor '")
+                      .append(t.name)
+                      .append("' has an empty (default-constructed) view; bind it to its storage"));
     if (!t.view.is_contiguous())
       throw error(std::string("save_safetensors: tensor '")
                       .append(t.name)
@@ -604,9 +663,12 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<spruc
   head += '}';
   head.append((8 - head.size() % 8) % 8, ' ');
   if (head.size() > max_header_bytes)
-    throw error("save_safetensors: the header would exceed 100 MiB; save fewer tensors or shorter metadata");
+    throw error(
+        "save_safetensors: the header would exceed 100 MiB; save fewer tensors or shorter "
+        "metadata");
   unsigned char len_bytes[8];
-  for (int k = 0; k < 8; ++k) len_bytes[k] = static_cast<unsigned char>(std::uint64_t{head.size()} >> (8 * k));
+  for (int k = 0; k < 8; ++k)
+    len_bytes[k] = static_cast<unsigned char>(std::uint64_t{head.size()} >> (8 * k));
 
   const std::filesystem::path parent = path.parent_path();
   if (!parent.empty()) {
@@ -624,7 +686,10 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<spruc
   static std::atomic<unsigned long> counter{0};
   temp_guard tmp;
   tmp.path = path;
-  tmp.path += std::string(".tmp.").append(std::to_string(::getpid())).append(".").append(std::to_string(counter++));
+  tmp.path += std::string(".tmp.")
+                  .append(std::to_string(::getpid()))
+                  .append(".")
+                  .append(std::to_string(counter++));
   tmp.fd = ::open(tmp.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (tmp.fd < 0) {
     tmp.armed = false;  // nothing was created, and the name may be someone else's
@@ -634,7 +699,8 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<spruc
   write_all(tmp.fd, head.data(), head.size(), tmp.path);
   for (const auto& t : tensors)
     if (t.view.size() > 0)
-      write_all(tmp.fd, reinterpret_cast<const char*>(t.view.data()), t.view.size() * sizeof(float), tmp.path);
+      write_all(tmp.fd, reinterpret_cast<const char*>(t.view.data()), t.view.size() * sizeof(float),
+                tmp.path);
   if (::fsync(tmp.fd) != 0) io_fail("flush", tmp.path, errno);
   const int fd = tmp.fd;
   tmp.fd = -1;
@@ -645,49 +711,73 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<spruc
                     .append(quoted(path))
                     .append(": ")
                     .append(std::strerror(err))
-                    .append(err == EISDIR ? "; the path is a directory, choose a file name" : "; check the path"));
+                    .append(err == EISDIR ? "; the path is a directory, choose a file name"
+                                          : "; check the path"));
   }
   tmp.armed = false;
   // Make the rename itself durable; failing here leaves a complete file, so it is not an error.
-  if (const int dfd = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dfd >= 0) {
+  if (const int dfd =
+          ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      dfd >= 0) {
     (void)::fsync(dfd);
     ::close(dfd);
   }
 }
 
-void load_safetensors(const std::filesystem::path& path, const std::vector<spruce::named_tensor<float>>& into) {
+void load_safetensors(const std::filesystem::path& path,
+                      const std::vector<spruce::named_tensor<float>>& into) {
   std::map<std::string, const spruce::named_tensor<float>*> wanted;
   for (const auto& t : into) {
     if (!wanted.emplace(t.name, &t).second)
-      throw error(std::string("load_safetensors: tensor '").append(t.name).append("' is listed twice in the destination; names must be unique"));
+      throw error(std::string("load_safetensors: tensor '")
+                      .append(t.name)
+                      .append("' is listed twice in the destination; names must be unique"));
     if (t.view.rank() == 0)
-      throw error(std::string("load_safetensors: destination '").append(t.name).append("' has an empty (default-constructed) view; bind it to its storage"));
+      throw error(std::string("load_safetensors: destination '")
+                      .append(t.name)
+                      .append("' has an empty (default-constructed) view; bind it to its storage"));
   }
 
   const loaded_file f = load_all(path);
 
   // Collect every problem, so one message tells the whole story.
   std::string problems;
-  auto add = [&](const std::string& p) {
-    problems.append(problems.empty() ? "" : "; ").append(p);
-  };
+  auto add = [&](const std::string& p) { problems.append(problems.empty() ? "" : "; ").append(p); };
   std::set<std::string> found;
   for (const entry& e : f.h.entries) {
     const auto it = wanted.find(e.name);
     if (it == wanted.end()) {
-      add(std::string("the file has tensor '").append(e.name).append("' ").append(shape_text(e.shape)).append(" that the model lacks"));
+      add(std::string("the file has tensor '")
+              .append(e.name)
+              .append("' ")
+              .append(shape_text(e.shape))
+              .append(" that the model lacks"));
       continue;
     }
     found.insert(e.name);
     const auto& view = it->second->view;
     if (e.dtype != "F32")
-      add(std::string("'").append(e.name).append("' has dtype ").append(e.dtype).append(", not F32"));
+      add(std::string("'")
+              .append(e.name)
+              .append("' has dtype ")
+              .append(e.dtype)
+              .append(", not F32"));
     else if (!same_shape(view, e.shape))
-      add(std::string("'").append(e.name).append("' has shape ").append(shape_text(e.shape)).append(" in the file but ").append(view_shape(view)).append(" in the model"));
+      add(std::string("'")
+              .append(e.name)
+              .append("' has shape ")
+              .append(shape_text(e.shape))
+              .append(" in the file but ")
+              .append(view_shape(view))
+              .append(" in the model"));
   }
   for (const auto& [name, t] : wanted)
     if (!found.count(name))
-      add(std::string("'").append(name).append("' ").append(view_shape(t->view)).append(" is missing from the file"));
+      add(std::string("'")
+              .append(name)
+              .append("' ")
+              .append(view_shape(t->view))
+              .append(" is missing from the file"));
   if (!problems.empty())
     throw error(std::string("load_safetensors: ")
                     .append(quoted(path))
@@ -723,7 +813,11 @@ std::vector<stored_tensor> read_safetensors(const std::filesystem::path& path) {
     t.dtype = e.dtype;
     for (const std::uint64_t d : e.shape) {
       if (d > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-        throw error(std::string("safetensors file ").append(quoted(path)).append(": tensor '").append(e.name).append("' has a dimension too large; the file is corrupt"));
+        throw error(std::string("safetensors file ")
+                        .append(quoted(path))
+                        .append(": tensor '")
+                        .append(e.name)
+                        .append("' has a dimension too large; the file is corrupt"));
       t.shape.push_back(static_cast<std::int64_t>(d));
     }
     t.data.resize((e.end - e.begin) / sizeof(float));

@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <type_traits>
 
 #include "spruce/core/error.hpp"
 
@@ -22,7 +23,9 @@ namespace {
 
 using spruce::error;
 
-std::string quoted(const std::filesystem::path& p) { return std::string("'").append(p.string()).append("'"); }
+std::string quoted(const std::filesystem::path& p) {
+  return std::string("'").append(p.string()).append("'");
+}
 
 // Exact byte / 255 for every byte value: a table keeps the conversion a load per pixel and
 // bit-identical to the division.
@@ -70,8 +73,10 @@ class idx_reader {
   explicit idx_reader(const std::filesystem::path& path) : path_(path) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(path, ec))
-      throw error(std::string("IDX file ").append(quoted(path)).append(" does not exist or is not a regular file; "
-                                                                       "check the path"));
+      throw error(std::string("IDX file ")
+                      .append(quoted(path))
+                      .append(" does not exist or is not a regular file; "
+                              "check the path"));
     file_.reset(gzopen(path.c_str(), "rb"));
     if (!file_)
       throw error(std::string("cannot open IDX file ")
@@ -97,7 +102,8 @@ class idx_reader {
   std::uint32_t read_u32(const char* what) {
     unsigned char b[4];
     read_exact(b, 4, what);
-    return (std::uint32_t{b[0]} << 24) | (std::uint32_t{b[1]} << 16) | (std::uint32_t{b[2]} << 8) | b[3];
+    return (std::uint32_t{b[0]} << 24) | (std::uint32_t{b[1]} << 16) | (std::uint32_t{b[2]} << 8) |
+           b[3];
   }
 
   // After the payload: the file must end here.
@@ -105,10 +111,11 @@ class idx_reader {
     unsigned char extra;
     const int got = gzread(file_.get(), &extra, 1);
     if (got > 0)
-      throw error(std::string("IDX file ")
-                      .append(quoted(path_))
-                      .append(" has bytes after the data its header describes; the file is corrupt or "
-                              "not an IDX file (download it again)"));
+      throw error(
+          std::string("IDX file ")
+              .append(quoted(path_))
+              .append(" has bytes after the data its header describes; the file is corrupt or "
+                      "not an IDX file (download it again)"));
     // zlib reports a gzip stream cut inside its trailer (CRC, length) only as a soft
     // Z_BUF_ERROR beside a normal end of data, so ask for the stream's state explicitly.
     int code = Z_OK;
@@ -138,7 +145,8 @@ class idx_reader {
   [[noreturn]] void fail_short(const char* what) {
     int code = Z_OK;
     const char* msg = gzerror(file_.get(), &code);
-    std::string detail = (code != Z_OK && msg && *msg) ? std::string(" (zlib: ").append(msg).append(")") : "";
+    std::string detail =
+        (code != Z_OK && msg && *msg) ? std::string(" (zlib: ").append(msg).append(")") : "";
     throw error(std::string("IDX file ")
                     .append(quoted(path_))
                     .append(" ends early or is corrupt while reading ")
@@ -206,15 +214,16 @@ dataset read_idx(const std::filesystem::path& images, const std::filesystem::pat
                     .append(std::to_string(cols))
                     .append("; the file is corrupt"));
   if (n != n_labels)
-    throw error(std::string("IDX image file ")
-                    .append(quoted(images))
-                    .append(" holds ")
-                    .append(std::to_string(n))
-                    .append(" images but label file ")
-                    .append(quoted(labels))
-                    .append(" holds ")
-                    .append(std::to_string(n_labels))
-                    .append(" labels; pass the matching pair (train-* with train-*, t10k-* with t10k-*)"));
+    throw error(
+        std::string("IDX image file ")
+            .append(quoted(images))
+            .append(" holds ")
+            .append(std::to_string(n))
+            .append(" images but label file ")
+            .append(quoted(labels))
+            .append(" holds ")
+            .append(std::to_string(n_labels))
+            .append(" labels; pass the matching pair (train-* with train-*, t10k-* with t10k-*)"));
   const std::size_t image_bytes = checked_mul(rows, cols, "the IDX image size");
   const std::size_t total = checked_mul(n, image_bytes, "the IDX image data");
   ir.check_raw_size(16 + std::uint64_t{total});
@@ -235,15 +244,16 @@ dataset read_idx(const std::filesystem::path& images, const std::filesystem::pat
     lr.read_exact(raw.data(), len, "the labels");
     for (std::size_t i = 0; i < len; ++i) {
       if (raw[i] >= num_classes)
-        throw error(std::string("IDX label file ")
-                        .append(quoted(labels))
-                        .append(": label ")
-                        .append(std::to_string(raw[i]))
-                        .append(" of image ")
-                        .append(std::to_string(done + i))
-                        .append(" is not below ")
-                        .append(std::to_string(num_classes))
-                        .append(" classes; the file is corrupt or has more classes (pass num_classes)"));
+        throw error(
+            std::string("IDX label file ")
+                .append(quoted(labels))
+                .append(": label ")
+                .append(std::to_string(raw[i]))
+                .append(" of image ")
+                .append(std::to_string(done + i))
+                .append(" is not below ")
+                .append(std::to_string(num_classes))
+                .append(" classes; the file is corrupt or has more classes (pass num_classes)"));
       d.labels.push_back(raw[i]);
     }
     done += len;
@@ -277,14 +287,15 @@ dataset load_fashion_mnist(const std::filesystem::path& dir, split s) {
     std::error_code ec;
     if (std::filesystem::is_regular_file(gz, ec)) return gz;
     if (std::filesystem::is_regular_file(plain, ec)) return plain;
-    throw error(std::string("Fashion-MNIST file ")
-                    .append(quoted(gz))
-                    .append(" (or ")
-                    .append(quoted(plain))
-                    .append(") was not found. Install the Debian package dataset-fashion-mnist "
-                            "(sudo apt-get install dataset-fashion-mnist, or scripts/setup.sh --demo), "
-                            "or set SPRUCE_FASHION_MNIST_DIR to a directory holding the four "
-                            "*-idx?-ubyte[.gz] files"));
+    throw error(
+        std::string("Fashion-MNIST file ")
+            .append(quoted(gz))
+            .append(" (or ")
+            .append(quoted(plain))
+            .append(") was not found. Install the Debian package dataset-fashion-mnist "
+                    "(sudo apt-get install dataset-fashion-mnist, or scripts/setup.sh --demo), "
+                    "or set SPRUCE_FASHION_MNIST_DIR to a directory holding the four "
+                    "*-idx?-ubyte[.gz] files"));
   };
   const auto images = find(prefix + "-images-idx3-ubyte");
   const auto labels = find(prefix + "-labels-idx1-ubyte");
@@ -295,7 +306,9 @@ dataset read_cifar10(const std::vector<std::filesystem::path>& batch_files) {
   constexpr std::size_t pixels = 3 * 32 * 32;
   constexpr std::size_t record = 1 + pixels;
   if (batch_files.empty())
-    throw error("read_cifar10: no batch files given; pass data_batch_1.bin ... data_batch_5.bin or test_batch.bin");
+    throw error(
+        "read_cifar10: no batch files given; pass data_batch_1.bin ... data_batch_5.bin or "
+        "test_batch.bin");
 
   // Validate every file's size before reading any, so a bad last file costs nothing.
   std::vector<std::size_t> records;
@@ -303,17 +316,23 @@ dataset read_cifar10(const std::vector<std::filesystem::path>& batch_files) {
   for (const auto& p : batch_files) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(p, ec))
-      throw error(std::string("CIFAR-10 batch ").append(quoted(p)).append(" does not exist or is not a regular file; check the path"));
-    const auto size = std::filesystem::file_size(p, ec);
-    if (ec)
-      throw error(std::string("cannot read the size of CIFAR-10 batch ").append(quoted(p)).append(": ").append(ec.message()));
-    if (size == 0 || size % record != 0)
       throw error(std::string("CIFAR-10 batch ")
                       .append(quoted(p))
-                      .append(" is ")
-                      .append(std::to_string(size))
-                      .append(" bytes, not a non-zero multiple of the 3073-byte record; it is truncated or "
-                              "not the binary version (use cifar-10-binary.tar.gz)"));
+                      .append(" does not exist or is not a regular file; check the path"));
+    const auto size = std::filesystem::file_size(p, ec);
+    if (ec)
+      throw error(std::string("cannot read the size of CIFAR-10 batch ")
+                      .append(quoted(p))
+                      .append(": ")
+                      .append(ec.message()));
+    if (size == 0 || size % record != 0)
+      throw error(
+          std::string("CIFAR-10 batch ")
+              .append(quoted(p))
+              .append(" is ")
+              .append(std::to_string(size))
+              .append(" bytes, not a non-zero multiple of the 3073-byte record; it is truncated or "
+                      "not the binary version (use cifar-10-binary.tar.gz)"));
     records.push_back(static_cast<std::size_t>(size / record));
     n += records.back();
   }
@@ -331,7 +350,8 @@ dataset read_cifar10(const std::vector<std::filesystem::path>& batch_files) {
   for (std::size_t f = 0; f < batch_files.size(); ++f) {
     std::ifstream in(batch_files[f], std::ios::binary);
     buf.resize(records[f] * record);
-    if (!in || !in.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(buf.size())))
+    if (!in ||
+        !in.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(buf.size())))
       throw error(std::string("cannot read CIFAR-10 batch ")
                       .append(quoted(batch_files[f]))
                       .append(" (it changed or is unreadable); check the file"));
@@ -344,7 +364,8 @@ dataset read_cifar10(const std::vector<std::filesystem::path>& batch_files) {
                         .append(std::to_string(r))
                         .append(" has label ")
                         .append(std::to_string(rec[0]))
-                        .append(", not below 10; this is not a CIFAR-10 binary batch (CIFAR-100 has 2 label bytes)"));
+                        .append(", not below 10; this is not a CIFAR-10 binary batch (CIFAR-100 "
+                                "has 2 label bytes)"));
       d.labels[at] = rec[0];
       float* dst = d.images.data() + at * pixels;
       for (std::size_t i = 0; i < pixels; ++i) dst[i] = unit[rec[1 + i]];
@@ -398,15 +419,17 @@ void normalise(dataset& data, const channel_stats& stats) {
                     .append(std::to_string(data.c))
                     .append(" channels; compute them from a dataset with the same channels"));
   for (std::size_t ch = 0; ch < data.c; ++ch)
-    if (!(stats.stddev[ch] > 0) || !std::isfinite(stats.stddev[ch]) || !std::isfinite(stats.mean[ch]))
-      throw error(std::string("normalise: channel ")
-                      .append(std::to_string(ch))
-                      .append(" has mean ")
-                      .append(std::to_string(stats.mean[ch]))
-                      .append(" and stddev ")
-                      .append(std::to_string(stats.stddev[ch]))
-                      .append("; the stddev must be a positive finite number (a constant channel cannot be "
-                              "standardised: use stddev 1 for it)"));
+    if (!(stats.stddev[ch] > 0) || !std::isfinite(stats.stddev[ch]) ||
+        !std::isfinite(stats.mean[ch]))
+      throw error(
+          std::string("normalise: channel ")
+              .append(std::to_string(ch))
+              .append(" has mean ")
+              .append(std::to_string(stats.mean[ch]))
+              .append(" and stddev ")
+              .append(std::to_string(stats.stddev[ch]))
+              .append("; the stddev must be a positive finite number (a constant channel cannot be "
+                      "standardised: use stddev 1 for it)"));
   const std::size_t plane = data.h * data.w;
   for (std::size_t i = 0; i < data.n; ++i)
     for (std::size_t ch = 0; ch < data.c; ++ch) {
@@ -448,29 +471,39 @@ class splitmix {
 
 // Independent stream keys: one per (seed, epoch) for the order, one per (seed, epoch,
 // index) for an image's augmentation.
-std::uint64_t stream_key(std::uint64_t seed, std::uint64_t epoch, std::uint64_t index, std::uint64_t tag) {
+std::uint64_t stream_key(std::uint64_t seed, std::uint64_t epoch, std::uint64_t index,
+                         std::uint64_t tag) {
   return mix64(mix64(mix64(seed ^ tag) + epoch) + index);
 }
 
 }  // namespace
 
-batch_loader::batch_loader(const dataset& data, std::size_t batch_size, bool shuffle, std::uint64_t seed,
-                           augment aug, bool drop_last)
-    : data_(&data), batch_size_(batch_size), shuffle_(shuffle), seed_(seed), aug_(aug), drop_last_(drop_last) {
+batch_loader::batch_loader(const dataset& data, std::size_t batch_size, bool shuffle,
+                           std::uint64_t seed, augment aug, bool drop_last)
+    : data_(&data),
+      batch_size_(batch_size),
+      shuffle_(shuffle),
+      seed_(seed),
+      aug_(aug),
+      drop_last_(drop_last) {
   check_consistent(data, "batch_loader");
   if (batch_size == 0) throw error("batch_loader: batch size 0; use a batch size of at least 1");
-  if (data.n == 0) throw error("batch_loader: the dataset is empty; load data before making a loader");
+  if (data.n == 0)
+    throw error("batch_loader: the dataset is empty; load data before making a loader");
   if (batches_per_epoch() == 0)
-    throw error(std::string("batch_loader: batch size ")
-                    .append(std::to_string(batch_size))
-                    .append(" with drop_last exceeds the ")
-                    .append(std::to_string(data.n))
-                    .append(" images, so an epoch would have no batch; lower the batch size or keep the last "
-                            "partial batch"));
+    throw error(
+        std::string("batch_loader: batch size ")
+            .append(std::to_string(batch_size))
+            .append(" with drop_last exceeds the ")
+            .append(std::to_string(data.n))
+            .append(
+                " images, so an epoch would have no batch; lower the batch size or keep the last "
+                "partial batch"));
   if (aug.pad > (std::size_t{1} << 16))
-    throw error(std::string("batch_loader: augmentation pad ")
-                    .append(std::to_string(aug.pad))
-                    .append(" is absurdly large; use a pad of a few pixels (4 is usual for 32x32)"));
+    throw error(
+        std::string("batch_loader: augmentation pad ")
+            .append(std::to_string(aug.pad))
+            .append(" is absurdly large; use a pad of a few pixels (4 is usual for 32x32)"));
   order_.resize(data.n);
   start_epoch(0);
 }
@@ -511,8 +544,10 @@ bool batch_loader::next(batch& out) {
     splitmix rng(stream_key(seed_, epoch_, idx, 0x4155474d454e54ULL));
     const std::size_t span = 2 * aug_.pad + 1;
     // Window origin in padded coordinates, shifted back into the image's: [-pad, pad].
-    const auto dy = static_cast<std::ptrdiff_t>(rng.below(span)) - static_cast<std::ptrdiff_t>(aug_.pad);
-    const auto dx = static_cast<std::ptrdiff_t>(rng.below(span)) - static_cast<std::ptrdiff_t>(aug_.pad);
+    const auto dy =
+        static_cast<std::ptrdiff_t>(rng.below(span)) - static_cast<std::ptrdiff_t>(aug_.pad);
+    const auto dx =
+        static_cast<std::ptrdiff_t>(rng.below(span)) - static_cast<std::ptrdiff_t>(aug_.pad);
     const bool flip = aug_.flip && (rng() >> 63) != 0;
     const auto H = static_cast<std::ptrdiff_t>(d.h), W = static_cast<std::ptrdiff_t>(d.w);
     // Output columns whose source column x + dx lies inside the image: [x0, x1).
@@ -555,7 +590,8 @@ dataset take_first(const dataset& data, std::size_t n) {
   out.c = data.c;
   out.h = data.h;
   out.w = data.w;
-  out.images.assign(data.images.begin(), data.images.begin() + static_cast<std::ptrdiff_t>(k * data.image_size()));
+  out.images.assign(data.images.begin(),
+                    data.images.begin() + static_cast<std::ptrdiff_t>(k * data.image_size()));
   out.labels.assign(data.labels.begin(), data.labels.begin() + static_cast<std::ptrdiff_t>(k));
   return out;
 }

@@ -3,7 +3,8 @@
 // Checkpoints in the safetensors format, so that a model trained here loads in PyTorch
 // (`safetensors.torch.load_file`) and back: an 8-byte little-endian header length N, N
 // bytes of JSON header
-//   {"__metadata__": {"k": "v"}, "name": {"dtype": "F32", "shape": [..], "data_offsets": [b, e]}, ...}
+//   {"__metadata__": {"k": "v"}, "name": {"dtype": "F32", "shape": [..], "data_offsets": [b, e]},
+//   ...}
 // padded with spaces to a multiple of 8, then the raw little-endian tensor bytes. Offsets
 // are relative to the data section and the tensors tile it exactly (no gaps, no overlaps).
 // Every reader validates the whole header against the file before returning anything and
@@ -25,7 +26,8 @@ namespace train {
 /// never a mix. The parent directory is created when missing. Throws spruce::error, writing
 /// nothing, for an empty, duplicate or reserved (`__metadata__`) name or a view that is not
 /// contiguous; on an I/O failure the temporary file is removed and the old file kept.
-void save_safetensors(const std::filesystem::path& path, const std::vector<spruce::named_tensor<float>>& tensors,
+void save_safetensors(const std::filesystem::path& path,
+                      const std::vector<spruce::named_tensor<float>>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
 /// Reads the tensors of `path` into the views of `into` (strided views are filled element
@@ -33,7 +35,8 @@ void save_safetensors(const std::filesystem::path& path, const std::vector<spruc
 /// a missing name, a shape mismatch or a tensor the file has beyond `into` throws
 /// spruce::error listing every offending name (with both shapes), and nothing is written
 /// to any view unless the whole file has been read and validated.
-void load_safetensors(const std::filesystem::path& path, const std::vector<spruce::named_tensor<float>>& into);
+void load_safetensors(const std::filesystem::path& path,
+                      const std::vector<spruce::named_tensor<float>>& into);
 
 /// The `__metadata__` map of `path` (empty when there is none), after validating the
 /// header against the file. Works for any dtype.

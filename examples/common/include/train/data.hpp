@@ -77,7 +77,7 @@ void normalise(dataset& data, const channel_stats& stats);
 
 /// Training-time augmentation: zero-pad each side by `pad` pixels then crop a random
 /// h x w window (pad 0: no crop), and mirror left-right with probability 0.5 when `flip`.
-/// Padding happens after `normalise`, so the padded pixels are 0 in normalised units.
+/// The padding value is 0, which for a normalised data set is the channel mean.
 struct augment {
   std::size_t pad = 0;
   bool flip = false;
