@@ -29,6 +29,8 @@
 #include "spruce/core/error.hpp"
 #include "spruce/core/extents.hpp"
 #include "spruce/core/make_view.hpp"
+#include "spruce/core/shape.hpp"
+#include "spruce/core/tensor_ref.hpp"
 #include "spruce/core/tensor_view.hpp"
 
 namespace spruce {
@@ -191,5 +193,23 @@ template <class X>
   requires(!std::is_lvalue_reference_v<X>) &&
           (detail::eigen_dense_direct<X> || detail::eigen_tensor<X>) && detail::eigen_owning<X>
 void make_view(X&&) = delete;
+
+/// C = W * B through Eigen's dense GEMM, for packed row-major 2-D views: the dense
+/// baseline that `spruce::sparse::choose_execution` times the sparse formats against.
+struct eigen_gemm {
+  template <class T>
+  void operator()(const tensor_ref<const T>& w, const tensor_ref<const T>& b, const tensor_ref<T>& c) const {
+    using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    if (w.rank() != 2 || b.rank() != 2 || c.rank() != 2 || !w.is_contiguous() || !b.is_contiguous() ||
+        !c.is_contiguous() || b.extent(0) != w.extent(1) || c.extent(0) != w.extent(0) || c.extent(1) != b.extent(1))
+      throw error("eigen_gemm: W " + shape_string(w.shape()) + ", B " + shape_string(b.shape()) + ", C " +
+                  shape_string(c.shape()) + "; need packed row-major W [M, K], B [K, N], C [M, N]");
+    const auto ix = [](std::size_t v) { return static_cast<Eigen::Index>(v); };
+    Eigen::Map<const matrix> wm(w.data(), ix(w.extent(0)), ix(w.extent(1)));
+    Eigen::Map<const matrix> bm(b.data(), ix(b.extent(0)), ix(b.extent(1)));
+    Eigen::Map<matrix> cm(c.data(), ix(c.extent(0)), ix(c.extent(1)));
+    cm.noalias() = wm * bm;
+  }
+};
 
 }  // namespace spruce

@@ -55,5 +55,6 @@
 #include "spruce/structural/channel_group.hpp"
 #include "spruce/structural/slimming.hpp"
 #include "spruce/structural/sequential.hpp"
+#include "spruce/sparse/choose.hpp"
 #include "spruce/sparse/conv2d.hpp"
 #include "spruce/sparse/csr.hpp"

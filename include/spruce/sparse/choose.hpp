@@ -1,0 +1,136 @@
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "spruce/core/error.hpp"
+#include "spruce/core/shape.hpp"
+#include "spruce/core/tensor_ref.hpp"
+#include "spruce/prune/mask.hpp"
+#include "spruce/sparse/csr.hpp"
+
+namespace spruce::sparse {
+
+/// What `choose_execution` measured: every candidate's time for one product, and the
+/// winner. `format` is "dense" when the dense GEMM was fastest, else the sparse format's
+/// name ("csr", "bsr 4x4", "n:m 2:4", ...).
+struct execution_choice {
+  std::string format;
+  double dense_seconds = 0;
+  double sparse_seconds = std::numeric_limits<double>::infinity();  // fastest sparse candidate
+  std::vector<std::pair<std::string, double>> timings;             // every candidate, dense first
+  bool use_sparse() const noexcept { return format != "dense"; }
+  /// Dense time over the fastest sparse time: above 1 the sparse path wins.
+  double speedup() const noexcept { return dense_seconds / sparse_seconds; }
+};
+
+/// Knobs of `choose_execution`: timed runs per candidate (the minimum is kept, after one
+/// untimed warm-up), how much faster sparse must be to be chosen (hysteresis against
+/// noise), and the seed of the random right-hand side.
+struct choose_options {
+  int repeats = 1;
+  double min_speedup = 1.0;
+  std::uint64_t seed = 1;
+};
+
+/// A sparse format worth timing for one weight: its name and a product
+/// `run(B, C)` computing C = W * B with the format built beforehand.
+template <class T>
+struct spmm_candidate {
+  std::string name;
+  std::function<void(const tensor_ref<const T>&, const tensor_ref<T>&)> run;
+};
+
+namespace detail {
+
+template <class F>
+double best_seconds(F&& f, int repeats) {
+  f();  // warm-up: first touch of C, packing buffers, thread start-up
+  double best = std::numeric_limits<double>::infinity();
+  for (int r = 0; r < std::max(1, repeats); ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
+template <class T>
+void check_choose_inputs(const tensor_ref<const T>& weight, const mask& keep, std::size_t columns) {
+  if (weight.rank() != 2 || !weight.is_contiguous())
+    throw error("choose_execution: weight of shape " + shape_string(weight.shape()) +
+                " must be a packed 2-D matrix; view a conv weight as [out, in*kh*kw]");
+  if (!std::ranges::equal(keep.shape(), weight.shape()))
+    throw error("choose_execution: mask of shape " + shape_string(keep.shape()) + " for a weight of shape " +
+                shape_string(weight.shape()) + "; pass the weight's own mask");
+  if (columns == 0) throw error("choose_execution: columns is 0; pass the N of the products the weight will do");
+}
+
+}  // namespace detail
+
+/// The sparse formats `choose_execution` times for `weight` under `keep`: CSR always.
+/// A user may append candidates of their own before calling the overload that takes a
+/// candidate list.
+template <class T>
+std::vector<spmm_candidate<T>> default_candidates(const tensor_ref<const T>& weight, const mask& keep) {
+  std::vector<spmm_candidate<T>> out;
+  auto csr = std::make_shared<csr_matrix<T>>(csr_matrix<T>::from_dense(weight, keep));
+  out.push_back({"csr", [csr](const tensor_ref<const T>& b, const tensor_ref<T>& c) { spmm(*csr, b, c); }});
+  return out;
+}
+
+/// Times the pruned weight's product with a [K, columns] right-hand side (the shape of
+/// the work it will do: K = weight columns, `columns` = batch * output pixels for a conv)
+/// once densely, through `dense(W, B, C)` (the caller's GEMM, e.g. spruce::eigen_gemm{}),
+/// and once per sparse candidate, and says which to use. A fixed sparsity threshold (the
+/// usual rule) ignores the shape, the machine and the pattern; this measures them.
+/// The weight is 2-D [M, K] (view a conv weight as [out, in*kh*kw]); `keep` has its shape.
+template <class T, class DenseGemm>
+execution_choice choose_execution(const tensor_ref<const T>& weight, const mask& keep, std::size_t columns,
+                                  DenseGemm&& dense, const std::vector<spmm_candidate<T>>& candidates,
+                                  const choose_options& opt = {}) {
+  detail::check_choose_inputs(weight, keep, columns);
+  if (candidates.empty()) throw error("choose_execution: no sparse candidates to time");
+  const std::size_t m = weight.extent(0), k = weight.extent(1);
+  std::vector<T> pruned(m * k), b(k * columns), c(m * columns);
+  for (std::size_t i = 0; i < pruned.size(); ++i) pruned[i] = keep.data()[i] ? weight.data()[i] : T(0);
+  std::mt19937_64 rng(opt.seed);
+  std::normal_distribution<double> g;
+  for (auto& x : b) x = static_cast<T>(g(rng));
+  const std::array<std::size_t, 2> sw{m, k}, sb{k, columns}, sc{m, columns};
+  const tensor_ref<const T> wv(pruned.data(), sw), bv(b.data(), sb);
+  const tensor_ref<T> cv(c.data(), sc);
+
+  execution_choice out;
+  out.dense_seconds = detail::best_seconds([&] { dense(wv, bv, cv); }, opt.repeats);
+  out.timings.emplace_back("dense", out.dense_seconds);
+  std::string best = "dense";
+  for (const auto& cand : candidates) {
+    const double t = detail::best_seconds([&] { cand.run(bv, cv); }, opt.repeats);
+    out.timings.emplace_back(cand.name, t);
+    if (t < out.sparse_seconds) {
+      out.sparse_seconds = t;
+      best = cand.name;
+    }
+  }
+  out.format = out.dense_seconds >= opt.min_speedup * out.sparse_seconds ? best : "dense";
+  return out;
+}
+
+/// `choose_execution` over `default_candidates(weight, keep)`.
+template <class T, class DenseGemm>
+execution_choice choose_execution(const tensor_ref<const T>& weight, const mask& keep, std::size_t columns,
+                                  DenseGemm&& dense, const choose_options& opt = {}) {
+  detail::check_choose_inputs(weight, keep, columns);
+  return choose_execution(weight, keep, columns, std::forward<DenseGemm>(dense), default_candidates(weight, keep), opt);
+}
+
+}  // namespace spruce::sparse

@@ -1,0 +1,80 @@
+// choose_execution: the decision follows the measured times (controlled here with dense
+// stand-ins that are made slow or instant), and bad input is refused.
+#include <doctest/doctest.h>
+
+#include <array>
+#include <chrono>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "spruce/eigen.hpp"
+#include "spruce/sparse/choose.hpp"
+
+using namespace spruce;
+
+namespace {
+
+struct fixture {
+  std::vector<float> w;
+  std::vector<std::uint8_t> keep;
+  std::array<std::size_t, 2> shape{24, 40};
+  fixture() : w(24 * 40), keep(24 * 40) {
+    std::mt19937 rng(4);
+    std::normal_distribution<float> g;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      w[i] = g(rng);
+      keep[i] = i % 5 == 0;  // 80% pruned
+    }
+  }
+  tensor_ref<const float> view() const { return {w.data(), shape}; }
+  spruce::mask m() const { return spruce::mask(shape, byte_buffer(keep.begin(), keep.end())); }
+};
+
+}  // namespace
+
+TEST_CASE("choose_execution picks what measured fastest") {
+  const fixture f;
+  const auto slow_dense = [](const tensor_ref<const float>&, const tensor_ref<const float>&, const tensor_ref<float>&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  };
+  const auto instant_dense = [](const tensor_ref<const float>&, const tensor_ref<const float>&, const tensor_ref<float>&) {};
+  const auto slow = sparse::choose_execution(f.view(), f.m(), 16, slow_dense);
+  CHECK(slow.format == "csr");
+  CHECK(slow.use_sparse());
+  CHECK(slow.speedup() > 1.0);
+  REQUIRE(slow.timings.size() == 2);
+  CHECK(slow.timings[0].first == "dense");
+  CHECK(slow.timings[0].second >= 0.02);
+  const auto fast = sparse::choose_execution(f.view(), f.m(), 16, instant_dense);
+  CHECK(fast.format == "dense");
+  CHECK_FALSE(fast.use_sparse());
+  // Hysteresis: sparse must beat dense by min_speedup to be chosen.
+  sparse::choose_options picky;
+  picky.min_speedup = 1e9;
+  CHECK(sparse::choose_execution(f.view(), f.m(), 16, slow_dense, picky).format == "dense");
+}
+
+TEST_CASE("choose_execution with Eigen's GEMM as the dense path runs every candidate") {
+  const fixture f;
+  auto cands = sparse::default_candidates(f.view(), f.m());
+  int calls = 0;
+  cands.push_back({"mine", [&](const tensor_ref<const float>&, const tensor_ref<float>&) { ++calls; }});
+  const auto choice = sparse::choose_execution(f.view(), f.m(), 64, eigen_gemm{}, cands);
+  CHECK(calls == 2);  // warm-up + one timed run
+  CHECK(choice.timings.size() == 3);
+  CHECK(choice.format == "mine");  // doing nothing is fastest
+}
+
+TEST_CASE("choose_execution refuses bad input") {
+  const fixture f;
+  const auto dense = [](const tensor_ref<const float>&, const tensor_ref<const float>&, const tensor_ref<float>&) {};
+  const std::array<std::size_t, 2> s25{2, 5};
+  const spruce::mask other(s25);
+  CHECK_THROWS_WITH_AS(sparse::choose_execution(f.view(), other, 8, dense), doctest::Contains("weight's own mask"), spruce::error);
+  CHECK_THROWS_WITH_AS(sparse::choose_execution(f.view(), f.m(), 0, dense), doctest::Contains("columns is 0"), spruce::error);
+  std::vector<float> flat(8);
+  const std::array<std::size_t, 1> s1{8};
+  CHECK_THROWS_AS(sparse::choose_execution(tensor_ref<const float>(flat.data(), s1), spruce::mask(s1), 4, dense),
+                  spruce::error);
+}
