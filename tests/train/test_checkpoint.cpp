@@ -173,7 +173,7 @@ TEST_CASE("safetensors: save and read back, with metadata and a zero-size tensor
   train::load_safetensors(dir / "none.safetensors", {});
 }
 
-TEST_CASE("safetensors: overwriting replaces the file; strided destinations are filled") {
+TEST_CASE("safetensors: overwriting replaces the file, strided destinations are filled") {
   temp_dir dir;
   const fs::path p = dir / "m.safetensors";
   std::vector<float> a = iota_vec(6, 0.0f), b = iota_vec(6, 10.0f);
