@@ -43,6 +43,10 @@ int thread_id() {
 #endif
 }
 
+// Below this many elements (or multiply-adds) a pass is cheaper than waking a second thread,
+// and on a busy machine a parallel region can wait a whole time slice for its last thread.
+constexpr std::size_t parallel_threshold = 1 << 15;
+
 // A GEMM narrower than this many output columns runs well below the machine's speed, so
 // small feature maps are batched until a chunk's im2col matrix is at least this wide.
 constexpr std::size_t target_columns = 384;
@@ -174,7 +178,9 @@ typename conv2d<T>::plan conv2d<T>::make_plan(const tensor<T>& x, const char* pa
   p.ho = spruce::conv2d_output_extent(x.h(), k_, stride_, pad_);
   p.wo = spruce::conv2d_output_extent(x.w(), k_, stride_, pad_);
   const std::size_t n = x.n(), positions = p.ho * p.wo;
-  const std::size_t threads = static_cast<std::size_t>(max_threads());
+  const std::size_t work = n * positions * in_ * k_ * k_ * out_;  // multiply-adds
+  const std::size_t threads =
+      work < 4 * parallel_threshold ? 1 : static_cast<std::size_t>(max_threads());
   // Enough images per chunk for a wide GEMM, and a chunk count that the threads share
   // evenly (a multiple of the thread count, at least one chunk per thread).
   std::size_t per_chunk = std::max<std::size_t>(1, (target_columns + positions - 1) / positions);
@@ -338,7 +344,7 @@ void batchnorm2d<T>::forward(const tensor<T>& x, tensor<T>& y, bool training) {
   const auto plane_of = [&](const T* base, std::size_t img, std::size_t ch) {
     return const_array_map<T>(base + (img * c + ch) * hw, static_cast<Eigen::Index>(hw));
   };
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
   for (std::size_t ch = 0; ch < c; ++ch) {
     double mean = 0, var = 0;
     if (training) {
@@ -383,7 +389,7 @@ void batchnorm2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>
   const auto plane_of = [&](const T* base, std::size_t img, std::size_t ch) {
     return const_array_map<T>(base + (img * c + ch) * hw, static_cast<Eigen::Index>(hw));
   };
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
   for (std::size_t ch = 0; ch < c; ++ch) {
     const T mean = mean_[ch];
     const double invstd = invstd_[ch];
@@ -420,7 +426,7 @@ void relu<T>::forward(const tensor<T>& x, tensor<T>& y) const {
   const std::size_t size = x.size();
   const T* in = x.data();
   T* out = y.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(size >= parallel_threshold)
   for (std::size_t i = 0; i < size; ++i) out[i] = in[i] < T(0) ? T(0) : in[i];
 }
 
@@ -437,7 +443,7 @@ void relu<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>& dx) c
   const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(size >= parallel_threshold)
   for (std::size_t i = 0; i < size; ++i) out[i] = in[i] > T(0) ? g[i] : T(0);
 }
 
@@ -455,7 +461,7 @@ void max_pool2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
   const T* in = x.data();
   T* out = y.data();
   std::uint8_t* arg = argmax_.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
   for (std::size_t pl = 0; pl < planes; ++pl)
     for (std::size_t oy = 0; oy < ho; ++oy)
       for (std::size_t ox = 0; ox < wo; ++ox) {
@@ -485,7 +491,7 @@ void max_pool2d<T>::backward(const tensor<T>& dy, tensor<T>& dx) const {
   const T* g = dy.data();
   T* out = dx.data();
   const std::uint8_t* arg = argmax_.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if(dx.size() >= parallel_threshold)
   for (std::size_t pl = 0; pl < planes; ++pl) {
     T* plane = out + pl * h * w;
     std::fill(plane, plane + h * w, T(0));
