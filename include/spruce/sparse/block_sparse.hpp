@@ -1,0 +1,421 @@
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "spruce/core/error.hpp"
+#include "spruce/core/shape.hpp"
+#include "spruce/core/simd.hpp"
+#include "spruce/core/tensor_ref.hpp"
+#include "spruce/prune/mask.hpp"
+#include "spruce/sparse/csr.hpp"  // the shared product machinery: dense operands, panels, threads
+
+namespace spruce::sparse {
+
+/// Block compressed sparse rows (BSR) with a run-time block shape br x bc: the matrix is
+/// cut into a grid of br x bc blocks and only the blocks that hold something are stored,
+/// each as a dense row-major br x bc array, so a product touches every stored value with
+/// unit-stride loads and reuses each loaded row of B br times. row_ptr has one offset per
+/// block row (plus one), col_idx one block-column index per stored block (strictly
+/// increasing within a block row), values br * bc entries per stored block, in col_idx
+/// order. When br or bc does not divide the matrix the last block row / column is partial:
+/// its blocks are still stored whole, the entries outside the matrix as zeros that nothing
+/// reads. Built from a dense matrix and a keep mask (a block is stored when it keeps
+/// anything; pruned entries inside it are stored as +0), from a dense matrix's nonzeros,
+/// or from hand-built arrays that `validate()` checks. Index is the type of row_ptr and
+/// col_idx.
+template <class T, class Index = std::int32_t>
+class block_sparse_matrix {
+  static_assert(std::is_integral_v<Index>, "block_sparse_matrix: Index must be an integer type");
+
+ public:
+  using value_type = T;
+  using index_type = Index;
+
+  block_sparse_matrix() = default;
+
+  /// Adopts hand-built arrays; throws spruce::error, naming the first problem, unless they
+  /// form a valid rows x cols matrix of br x bc blocks (see validate()).
+  block_sparse_matrix(std::size_t rows, std::size_t cols, std::size_t br, std::size_t bc, std::vector<Index> row_ptr,
+                      std::vector<Index> col_idx, std::vector<T> values)
+      : rows_(rows), cols_(cols), br_(br), bc_(bc), row_ptr_(std::move(row_ptr)), col_idx_(std::move(col_idx)),
+        values_(std::move(values)) {
+    validate();
+  }
+
+  /// The named form of the array constructor, for call sites where a factory reads better.
+  static block_sparse_matrix from_parts(std::size_t rows, std::size_t cols, std::size_t br, std::size_t bc,
+                                        std::vector<Index> row_ptr, std::vector<Index> col_idx, std::vector<T> values) {
+    return block_sparse_matrix(rows, cols, br, bc, std::move(row_ptr), std::move(col_idx), std::move(values));
+  }
+
+  /// The blocks of the 2-D `dense` view (any strides) in which `keep` (same shape) keeps
+  /// at least one entry; the entries it prunes inside those blocks are stored as +0, so
+  /// to_dense gives back the masked matrix exactly.
+  static block_sparse_matrix from_dense(const tensor_ref<const T>& dense, const mask& keep, std::size_t br,
+                                        std::size_t bc) {
+    check_input(dense, br, bc, "from_dense");
+    if (!std::ranges::equal(keep.shape(), dense.shape()))
+      throw error("block_sparse_matrix::from_dense: mask of shape " + shape_string(keep.shape()) +
+                  " for a matrix of shape " + shape_string(dense.shape()) + "; pass the mask computed for this weight");
+    const std::uint8_t* k = keep.data();
+    const std::size_t cols = dense.extent(1);
+    return build(dense, br, bc, [k, cols](std::size_t i, std::size_t j, T) { return k[i * cols + j] != 0; },
+                 [k, cols](std::size_t i, std::size_t j, T v) { return k[i * cols + j] ? v : T(0); });
+  }
+
+  /// The blocks of the 2-D `dense` view that hold a nonzero, stored with every entry as it
+  /// is (zeros included), so to_dense gives back `dense` exactly.
+  static block_sparse_matrix from_dense(const tensor_ref<const T>& dense, std::size_t br, std::size_t bc) {
+    check_input(dense, br, bc, "from_dense");
+    return build(dense, br, bc, [](std::size_t, std::size_t, T v) { return v != T(0); },
+                 [](std::size_t, std::size_t, T v) { return v; });
+  }
+
+  std::size_t rows() const noexcept { return rows_; }
+  std::size_t cols() const noexcept { return cols_; }
+  /// Rows of one block (br).
+  std::size_t block_rows() const noexcept { return br_; }
+  /// Columns of one block (bc).
+  std::size_t block_cols() const noexcept { return bc_; }
+  /// Block rows of the grid: ceil(rows / br).
+  std::size_t block_row_count() const noexcept { return (rows_ + br_ - 1) / br_; }
+  /// Block columns of the grid: ceil(cols / bc).
+  std::size_t block_col_count() const noexcept { return (cols_ + bc_ - 1) / bc_; }
+  std::size_t nnz_blocks() const noexcept { return col_idx_.size(); }
+  /// Values held, padding of partial blocks included: nnz_blocks() * br * bc.
+  std::size_t stored_values() const noexcept { return values_.size(); }
+  const std::vector<Index>& row_ptr() const noexcept { return row_ptr_; }
+  const std::vector<Index>& col_idx() const noexcept { return col_idx_; }
+  const std::vector<T>& values() const noexcept { return values_; }
+
+  /// Writes the matrix into the packed 2-D `out` (zeros outside the stored blocks); exact.
+  void to_dense(const tensor_ref<T>& out) const {
+    if (out.rank() != 2 || out.extent(0) != rows_ || out.extent(1) != cols_ || !out.is_contiguous())
+      throw error("block_sparse_matrix::to_dense: output of shape " + shape_string(out.shape()) + " for a " +
+                  std::to_string(rows_) + " x " + std::to_string(cols_) + " matrix; pass a packed matrix of that shape");
+    T* o = out.data();
+    std::fill(o, o + rows_ * cols_, T(0));
+    for (std::size_t bi = 0; bi < block_row_count(); ++bi) {
+      const std::size_t r_end = std::min(br_, rows_ - bi * br_);
+      for (auto p = static_cast<std::size_t>(row_ptr_[bi]); p < static_cast<std::size_t>(row_ptr_[bi + 1]); ++p) {
+        const std::size_t j0 = static_cast<std::size_t>(col_idx_[p]) * bc_, c_end = std::min(bc_, cols_ - j0);
+        const T* blk = values_.data() + p * br_ * bc_;
+        for (std::size_t r = 0; r < r_end; ++r)
+          std::copy(blk + r * bc_, blk + r * bc_ + c_end, o + (bi * br_ + r) * cols_ + j0);
+      }
+    }
+  }
+
+  /// Checks the block shape (br, bc >= 1), sizes (row_ptr has block_row_count() + 1
+  /// entries from 0 to nnz_blocks(), non-decreasing; values has nnz_blocks() * br * bc),
+  /// indices (in [0, block_col_count()), strictly increasing within a block row) and that
+  /// the padding of partial blocks is zero. Throws spruce::error naming the first violation.
+  void validate() const {
+    const auto fail = [](const std::string& what) {
+      throw error("invalid block-sparse matrix: " + what + "; fix the arrays or build it with from_dense");
+    };
+    if (br_ == 0 || bc_ == 0)
+      fail("block shape " + std::to_string(br_) + " x " + std::to_string(bc_) + " (blocks need at least one row and column)");
+    const std::size_t nbr = block_row_count(), nbc = block_col_count(), bsize = br_ * bc_;
+    if (row_ptr_.size() != nbr + 1)
+      fail("row_ptr has " + std::to_string(row_ptr_.size()) + " entries for " + std::to_string(nbr) +
+           " block rows (need block rows + 1 = ceil(rows / br) + 1)");
+    if (row_ptr_.front() != 0) fail("row_ptr[0] is " + std::to_string(row_ptr_.front()) + ", not 0");
+    if (negative(row_ptr_.back()) || static_cast<std::size_t>(row_ptr_.back()) != col_idx_.size())
+      fail("row_ptr[block rows] is " + std::to_string(row_ptr_.back()) + " but there are " +
+           std::to_string(col_idx_.size()) + " column indices");
+    if (values_.size() / bsize != col_idx_.size() || values_.size() % bsize != 0)
+      fail(std::to_string(values_.size()) + " values for " + std::to_string(col_idx_.size()) + " blocks of " +
+           std::to_string(br_) + " x " + std::to_string(bc_) + " (need blocks * br * bc)");
+    // All offsets first: a later decrease would otherwise send an earlier row out of bounds.
+    for (std::size_t i = 0; i < nbr; ++i)
+      if (row_ptr_[i + 1] < row_ptr_[i]) fail("row_ptr decreases at block row " + std::to_string(i));
+    for (std::size_t i = 0; i < nbr; ++i) {
+      for (auto p = static_cast<std::size_t>(row_ptr_[i]); p < static_cast<std::size_t>(row_ptr_[i + 1]); ++p) {
+        const Index c = col_idx_[p];
+        if (negative(c) || static_cast<std::size_t>(c) >= nbc)
+          fail("block column index " + std::to_string(c) + " in block row " + std::to_string(i) + " is outside [0, " +
+               std::to_string(nbc) + ")");
+        if (p > static_cast<std::size_t>(row_ptr_[i]) && col_idx_[p - 1] >= c)
+          fail("block column indices of block row " + std::to_string(i) + " are not strictly increasing at block " +
+               std::to_string(p));
+      }
+    }
+    // Padding is never read by the product; requiring zeros keeps to_dense and spmm in
+    // agreement and the representation unique.
+    const std::size_t r_last = rows_ - (nbr ? nbr - 1 : 0) * br_, c_last = cols_ - (nbc ? nbc - 1 : 0) * bc_;
+    for (std::size_t i = 0; i < nbr; ++i)
+      for (auto p = static_cast<std::size_t>(row_ptr_[i]); p < static_cast<std::size_t>(row_ptr_[i + 1]); ++p) {
+        const std::size_t r_end = i + 1 == nbr ? r_last : br_;
+        const std::size_t c_end = static_cast<std::size_t>(col_idx_[p]) + 1 == nbc ? c_last : bc_;
+        if (r_end == br_ && c_end == bc_) continue;
+        for (std::size_t r = 0; r < br_; ++r)
+          for (std::size_t c = 0; c < bc_; ++c)
+            if ((r >= r_end || c >= c_end) && !(values_[p * bsize + r * bc_ + c] == T(0)))
+              fail("block " + std::to_string(p) + " (block row " + std::to_string(i) + ") holds a nonzero at (" +
+                   std::to_string(r) + ", " + std::to_string(c) + "), which lies outside the " + std::to_string(rows_) +
+                   " x " + std::to_string(cols_) + " matrix (padding must be zero)");
+      }
+  }
+
+ private:
+  static constexpr bool negative(Index x) noexcept {
+    if constexpr (std::is_signed_v<Index>)
+      return x < 0;
+    else
+      return false;
+  }
+
+  static void check_input(const tensor_ref<const T>& d, std::size_t br, std::size_t bc, const char* what) {
+    if (d.rank() != 2)
+      throw error(std::string("block_sparse_matrix::") + what + ": a matrix of shape " + shape_string(d.shape()) +
+                  " is not 2-D; view a conv weight as [out, in*kh*kw]");
+    if (br == 0 || bc == 0)
+      throw error(std::string("block_sparse_matrix::") + what + ": block shape " + std::to_string(br) + " x " +
+                  std::to_string(bc) + "; blocks need at least one row and one column (e.g. 4 x 4)");
+  }
+
+  // `stored(i, j, v)` decides whether entry (i, j) makes its block stored; `value(i, j, v)`
+  // is what a stored block holds there.
+  template <class Stored, class Value>
+  static block_sparse_matrix build(const tensor_ref<const T>& d, std::size_t br, std::size_t bc, Stored stored,
+                                   Value value) {
+    block_sparse_matrix m;
+    m.rows_ = d.extent(0);
+    m.cols_ = d.extent(1);
+    m.br_ = br;
+    m.bc_ = bc;
+    const std::size_t nbr = m.block_row_count(), nbc = m.block_col_count();
+    if (nbc > static_cast<std::size_t>(std::numeric_limits<Index>::max()))
+      throw error("block_sparse_matrix: " + std::to_string(nbc) + " block columns do not fit the index type; use a wider Index");
+    const T* p = d.data();
+    const std::size_t s0 = d.stride(0), s1 = d.stride(1);
+    m.row_ptr_.assign(nbr + 1, 0);
+    std::vector<std::uint8_t> hit(nbc);
+    for (std::size_t bi = 0; bi < nbr; ++bi) {
+      const std::size_t i0 = bi * br, i1 = std::min(m.rows_, i0 + br);
+      std::fill(hit.begin(), hit.end(), std::uint8_t{0});
+      for (std::size_t i = i0; i < i1; ++i)
+        for (std::size_t j = 0; j < m.cols_; ++j)
+          if (stored(i, j, p[i * s0 + j * s1])) hit[j / bc] = 1;
+      for (std::size_t bj = 0; bj < nbc; ++bj) {
+        if (!hit[bj]) continue;
+        if (m.col_idx_.size() >= static_cast<std::size_t>(std::numeric_limits<Index>::max()))
+          throw error("block_sparse_matrix: more blocks than the index type can count; use a 64-bit Index");
+        m.col_idx_.push_back(static_cast<Index>(bj));
+        const std::size_t base = m.values_.size(), j0 = bj * bc, j1 = std::min(m.cols_, j0 + bc);
+        m.values_.resize(base + br * bc, T(0));
+        for (std::size_t i = i0; i < i1; ++i)
+          for (std::size_t j = j0; j < j1; ++j) m.values_[base + (i - i0) * bc + (j - j0)] = value(i, j, p[i * s0 + j * s1]);
+      }
+      m.row_ptr_[bi + 1] = static_cast<Index>(m.col_idx_.size());
+    }
+    return m;
+  }
+
+  std::size_t rows_ = 0, cols_ = 0, br_ = 1, bc_ = 1;
+  std::vector<Index> row_ptr_{0};
+  std::vector<Index> col_idx_;
+  std::vector<T> values_;
+};
+
+namespace detail {
+
+/// Bytes of the packed B slice the tiled sparse products (block-sparse, N:M) keep in L1:
+/// every stored value is one broadcast and a register tile's worth of FMAs against a row
+/// of that slice, so the slice must answer at L1 speed.
+inline constexpr std::size_t l1_slice_bytes = 32 * 1024;
+
+/// `scratch` rounded up to the next 64-byte boundary (callers over-allocate by 64 bytes):
+/// a register-wide load that straddles two cache lines costs two.
+template <class T>
+T* cache_aligned(T* scratch) noexcept {
+  const auto addr = reinterpret_cast<std::uintptr_t>(scratch);
+  return scratch + ((64 - addr % 64) % 64) / sizeof(T);
+}
+
+/// Extra elements to allocate so that cache_aligned stays inside the allocation.
+template <class T>
+inline constexpr std::size_t cache_align_slack = (64 + sizeof(T) - 1) / sizeof(T);
+
+/// The smallest power of two at least x (x >= 1), capped at `cap`.
+inline constexpr std::size_t pow2_at_least(std::size_t x, std::size_t cap) noexcept {
+  std::size_t p = 1;
+  while (p < x && p < cap) p *= 2;
+  return p;
+}
+
+/// C = beta * C (beta == 0: zeros, NaN included): the whole product when alpha is 0, as
+/// in BLAS, where A and B are not read.
+template <class T>
+void scale_dense(const dense_operand<T>& c, T beta) {
+  for (std::size_t i = 0; i < c.rows; ++i)
+    for (std::size_t j = 0; j < c.cols; ++j) {
+      T& x = c.data[i * c.rs + j * c.cs];
+      x = beta == T(0) ? T(0) : beta * x;
+    }
+}
+
+/// Zeroes panel rows [from, to) (rows of P elements): the rows a partial last block
+/// column or N:M group reaches past the end of B, so a zero A entry there multiplies
+/// zero, never stale data.
+template <class T, std::size_t P>
+void zero_panel_rows(T* panel, std::size_t from, std::size_t to) {
+  if (to > from) std::fill(panel + from * P, panel + to * P, T(0));
+}
+
+/// R rows x Wv registers of one block row's product against the packed slice: out[r * P
+/// + j] = sum over blocks [lo, hi) and their columns c of A(r0 + r, c) * panel row c. Each
+/// loaded row of the panel feeds R broadcasts (the B reuse that blocks buy); R * Wv = 8
+/// registers of independent FMA chains hide the FMA latency. BC is the block width as a
+/// compile-time constant (0: run time, `bc`).
+template <class T, class Index, std::size_t R, std::size_t Wv, std::size_t BC>
+void block_tile(const Index* __restrict ci, const T* __restrict vals, std::size_t lo, std::size_t hi, std::size_t br,
+                std::size_t bc, std::size_t r0, std::size_t kb0, const T* __restrict panel, T* __restrict out) {
+  constexpr std::size_t L = spruce::detail::simd_lanes<T>, P = Wv * L;
+  const std::size_t w = BC ? BC : bc, bsize = br * w;
+#if SPRUCE_HAS_VECTOR_EXTENSIONS
+  using spruce::detail::simd;
+  using spruce::detail::simd_load;
+  simd<T> acc[R][Wv] = {};
+  for (std::size_t p = lo; p < hi; ++p) {
+    const T* a = vals + p * bsize + r0 * w;
+    const T* bp = panel + (static_cast<std::size_t>(ci[p]) - kb0) * w * P;
+    for (std::size_t c = 0; c < w; ++c) {
+      simd<T> b[Wv];
+      for (std::size_t q = 0; q < Wv; ++q) b[q] = simd_load(bp + c * P + q * L);
+      for (std::size_t r = 0; r < R; ++r) {
+        const T s = a[r * w + c];
+        for (std::size_t q = 0; q < Wv; ++q) acc[r][q] += s * b[q];
+      }
+    }
+  }
+  for (std::size_t r = 0; r < R; ++r)
+    for (std::size_t q = 0; q < Wv; ++q) spruce::detail::simd_store(out + r * P + q * L, acc[r][q]);
+#else
+  T acc[R][P] = {};
+  for (std::size_t p = lo; p < hi; ++p) {
+    const T* a = vals + p * bsize + r0 * w;
+    const T* bp = panel + (static_cast<std::size_t>(ci[p]) - kb0) * w * P;
+    for (std::size_t c = 0; c < w; ++c)
+      for (std::size_t r = 0; r < R; ++r) {
+        const T s = a[r * w + c];
+        for (std::size_t j = 0; j < P; ++j) acc[r][j] += s * bp[c * P + j];
+      }
+  }
+  for (std::size_t r = 0; r < R; ++r) std::copy(acc[r], acc[r] + P, out + r * P);
+#endif
+}
+
+template <class T, class Index>
+using block_tile_fn = void (*)(const Index*, const T*, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t,
+                               std::size_t, const T*, T*);
+
+/// The tile kernel for R rows (R * Wv <= 8) and block width bc (1, 2, 4 and 8 compiled
+/// for their width, others at run time).
+template <class T, class Index, std::size_t R, std::size_t Wv>
+block_tile_fn<T, Index> pick_block_tile(std::size_t bc) {
+  switch (bc) {
+    case 1: return &block_tile<T, Index, R, Wv, 1>;
+    case 2: return &block_tile<T, Index, R, Wv, 2>;
+    case 4: return &block_tile<T, Index, R, Wv, 4>;
+    case 8: return &block_tile<T, Index, R, Wv, 8>;
+    default: return &block_tile<T, Index, R, Wv, 0>;
+  }
+}
+
+/// The product over panels of Wv registers' width. Each block row is cut into tiles of up
+/// to 8 / Wv rows; every tile walks its blocks in the current K slice against the packed,
+/// L1-resident slice of B.
+template <class T, class Index, std::size_t Wv>
+void block_spmm(const block_sparse_matrix<T, Index>& a, const dense_operand<const T>& bo, const dense_operand<T>& co,
+                T alpha, T beta) {
+  constexpr std::size_t L = spruce::detail::simd_lanes<T>, P = Wv * L, rmax = 8 / Wv;
+  const std::size_t br = a.block_rows(), bc = a.block_cols(), nbr = a.block_row_count(), nbc = a.block_col_count();
+  const std::size_t k_total = a.cols(), m = a.rows();
+  const std::size_t depth = std::max<std::size_t>(1, l1_slice_bytes / (P * sizeof(T)) / bc);  // block columns
+  const bool sliced = nbc > depth;
+  const std::size_t tile_rows = std::min(rmax, std::size_t{1} << (std::bit_width(std::min(br, rmax)) - 1));
+  block_tile_fn<T, Index> tiles[4] = {};  // by log2 of the tile's rows
+  tiles[0] = pick_block_tile<T, Index, 1, Wv>(bc);
+  if constexpr (rmax >= 2) tiles[1] = pick_block_tile<T, Index, 2, Wv>(bc);
+  if constexpr (rmax >= 4) tiles[2] = pick_block_tile<T, Index, 4, Wv>(bc);
+  if constexpr (rmax >= 8) tiles[3] = pick_block_tile<T, Index, 8, Wv>(bc);
+  const Index* rp = a.row_ptr().data();
+  const Index* ci = a.col_idx().data();
+  const T* av = a.values().data();
+  const std::size_t slice_rows = std::min(depth, std::max<std::size_t>(nbc, 1)) * bc;
+  const std::size_t scratch = slice_rows * P + tile_rows * P + cache_align_slack<T>;
+  for_each_panel<T, P>(nbr, bo.cols, a.stored_values() * bo.cols + m * bo.cols, scratch,
+                       [&](std::size_t j0, std::size_t len, std::size_t i0, std::size_t i1, T* raw) {
+    T* panel = cache_aligned(raw);
+    T* out = panel + slice_rows * P;
+    for (std::size_t kb0 = 0; kb0 == 0 || kb0 < nbc; kb0 += depth) {
+      const std::size_t kb1 = std::min(nbc, kb0 + depth);
+      const std::size_t k0 = kb0 * bc, k1 = std::min(k_total, kb1 * bc);
+      pack_panel<T, P>(bo, k0, k1, j0, len, panel);
+      zero_panel_rows<T, P>(panel, k1 - k0, (kb1 - kb0) * bc);
+      for (std::size_t bi = i0; bi < i1; ++bi) {
+        const Index* lo_p = ci + rp[bi];
+        const Index* hi_p = ci + rp[bi + 1];
+        if (sliced) {
+          lo_p = std::lower_bound(lo_p, hi_p, static_cast<Index>(kb0));
+          hi_p = std::lower_bound(lo_p, hi_p, static_cast<Index>(kb1));
+          if (lo_p == hi_p && kb0 != 0) continue;  // nothing to add in this slice
+        }
+        const auto lo = static_cast<std::size_t>(lo_p - ci), hi = static_cast<std::size_t>(hi_p - ci);
+        const std::size_t q = std::min(br, m - bi * br);  // real rows of this block row
+        for (std::size_t r0 = 0; r0 < q;) {
+          const std::size_t want = std::min(q - r0, tile_rows);
+          const std::size_t lg = static_cast<std::size_t>(std::bit_width(want) - 1), rows = std::size_t{1} << lg;
+          tiles[lg](ci, av, lo, hi, br, bc, r0, kb0, panel, out);
+          for (std::size_t r = 0; r < rows; ++r)
+            store_panel(co, bi * br + r0 + r, j0, len, out + r * P, alpha, beta, kb0 == 0);
+          r0 += rows;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace detail
+
+/// C = alpha * A * B + beta * C with A block-sparse (M x K) and B (K x N), C (M x N)
+/// dense, each row- or column-major (as for the CSR spmm). Panels of B's columns (one to
+/// eight vector registers wide, fewer for narrow B) are packed in K slices that fit in L1;
+/// each block row accumulates, a tile of up to 8 rows at a time, every stored block of the
+/// slice in registers, so each loaded row of B serves the block's br rows. Panels (or, when
+/// B is narrow, row ranges) are split between threads. beta == 0 overwrites C (NaN in C
+/// does not survive); alpha == 0 only scales C. Throws spruce::error, writing nothing, when
+/// the shapes or layouts disagree.
+template <class T, class Index>
+void spmm(const block_sparse_matrix<T, Index>& a, const tensor_ref<const T>& b, const tensor_ref<T>& c, T alpha = T(1),
+          T beta = T(0)) {
+  const auto bo = detail::as_dense_operand(b, "B");
+  const auto co = detail::as_dense_operand(c, "C");
+  if (bo.rows != a.cols() || co.rows != a.rows() || co.cols != bo.cols)
+    throw error("spmm: A is " + std::to_string(a.rows()) + " x " + std::to_string(a.cols()) + ", B " +
+                shape_string(b.shape()) + ", C " + shape_string(c.shape()) + "; need B [A.cols, N] and C [A.rows, N]");
+  if (alpha == T(0)) return detail::scale_dense(co, beta);
+  // Register tile: up to 8 rows of a block row times 8 / rows registers of columns, but no
+  // wider than B needs.
+  constexpr std::size_t L = spruce::detail::simd_lanes<T>;
+  const std::size_t by_rows = 8 / std::min<std::size_t>(8, std::size_t{1} << (std::bit_width(std::min<std::size_t>(a.block_rows(), 8)) - 1));
+  const std::size_t wv = detail::pow2_at_least((bo.cols + L - 1) / L, by_rows);
+  switch (wv) {
+    case 1: return detail::block_spmm<T, Index, 1>(a, bo, co, alpha, beta);
+    case 2: return detail::block_spmm<T, Index, 2>(a, bo, co, alpha, beta);
+    case 4: return detail::block_spmm<T, Index, 4>(a, bo, co, alpha, beta);
+    default: return detail::block_spmm<T, Index, 8>(a, bo, co, alpha, beta);
+  }
+}
+
+}  // namespace spruce::sparse
