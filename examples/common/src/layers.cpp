@@ -90,11 +90,40 @@ template <class T>
 void im2col(const T* x, std::size_t g, std::size_t c, std::size_t h, std::size_t w, std::size_t k,
             std::size_t s, std::size_t pad, std::size_t ho, std::size_t wo, T* cols) {
   const std::size_t p = ho * wo, row_len = g * p;
+  // "Same" convolutions (stride 1, output as wide as the input) read each kernel offset's
+  // window as one shifted run of the plane: one block copy, then the columns that wrapped
+  // around a row edge are zeroed. The VGG's convolutions all take this path.
+  const bool same = s == 1 && wo == w && ho == h;
   for (std::size_t ci = 0; ci < c; ++ci)
     for (std::size_t ki = 0; ki < k; ++ki)
       for (std::size_t kj = 0; kj < k; ++kj) {
         T* row = cols + ((ci * k + ki) * k + kj) * row_len;
         const auto [lo, hi] = valid_columns(w, wo, kj, s, pad);
+        if (same) {
+          // Output (oy, ox) reads plane[oy*w + ox + shift], shift = (ki - pad)*w + kj - pad.
+          const auto shift = (static_cast<std::ptrdiff_t>(ki) - static_cast<std::ptrdiff_t>(pad)) *
+                                 static_cast<std::ptrdiff_t>(w) +
+                             static_cast<std::ptrdiff_t>(kj) - static_cast<std::ptrdiff_t>(pad);
+          const auto total = static_cast<std::ptrdiff_t>(p);
+          const std::ptrdiff_t begin = std::max<std::ptrdiff_t>(0, -shift);
+          const std::ptrdiff_t end = std::min<std::ptrdiff_t>(total, total - shift);
+          for (std::size_t img = 0; img < g; ++img) {
+            const T* plane = x + (img * c + ci) * p;
+            T* out = row + img * p;
+            if (begin >= end) {
+              std::fill(out, out + p, T(0));
+              continue;
+            }
+            std::fill(out, out + begin, T(0));
+            std::copy(plane + begin + shift, plane + end + shift, out + begin);
+            std::fill(out + end, out + total, T(0));
+            for (std::size_t oy = 0; oy < ho; ++oy) {
+              for (std::size_t ox = 0; ox < lo; ++ox) out[oy * wo + ox] = T(0);
+              for (std::size_t ox = hi; ox < wo; ++ox) out[oy * wo + ox] = T(0);
+            }
+          }
+          continue;
+        }
         for (std::size_t img = 0; img < g; ++img) {
           const T* plane = x + (img * c + ci) * h * w;
           for (std::size_t oy = 0; oy < ho; ++oy) {
@@ -181,11 +210,12 @@ typename conv2d<T>::plan conv2d<T>::make_plan(const tensor<T>& x, const char* pa
   const std::size_t work = n * positions * in_ * k_ * k_ * out_;  // multiply-adds
   const std::size_t threads =
       work < 4 * parallel_threshold ? 1 : static_cast<std::size_t>(max_threads());
-  // Enough images per chunk for a wide GEMM, and a chunk count that the threads share
-  // evenly (a multiple of the thread count, at least one chunk per thread).
+  // Enough images per chunk for a wide GEMM, and at least four chunks per thread: the
+  // threads take chunks as they go (dynamic schedule), so a thread that the OS preempts on a
+  // busy machine holds up at most one chunk, not half the batch.
   std::size_t per_chunk = std::max<std::size_t>(1, (target_columns + positions - 1) / positions);
   std::size_t chunks = (n + per_chunk - 1) / per_chunk;
-  chunks = std::min(n, (chunks + threads - 1) / threads * threads);
+  if (threads > 1) chunks = std::min(n, std::max(chunks, 4 * threads));
   per_chunk = (n + chunks - 1) / chunks;
   p.per_chunk = per_chunk;
   p.chunks = (n + per_chunk - 1) / per_chunk;
@@ -213,7 +243,7 @@ void conv2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
   y.resize(n, out_, p.ho, p.wo);
   const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
                                static_cast<Eigen::Index>(rows));
-#pragma omp parallel for schedule(static) num_threads(static_cast<int>(p.threads))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(p.threads))
   for (std::size_t chunk = 0; chunk < p.chunks; ++chunk) {
     auto& s = scratch_[static_cast<std::size_t>(thread_id())];
     const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
@@ -259,14 +289,16 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
   reserve(p);
   for (std::size_t t = 0; t < p.threads; ++t) {
     auto& s = scratch_[t];
-    s.dw.assign(weight_.size(), T(0));
-    s.db.assign(out_, T(0));
     if (dx != nullptr && s.dcols.size() < s.cols.size()) s.dcols.resize(s.cols.size());
   }
+  // Each chunk's weight and bias gradient goes to its own slot, summed in chunk order after
+  // the loop: the result does not depend on which thread took which chunk.
+  const std::size_t slot = weight_.size() + out_;
+  if (chunk_grads_.size() < p.chunks * slot) chunk_grads_.resize(p.chunks * slot);
   if (dx != nullptr) dx->resize(n, in_, x.h(), x.w());
   const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
                                static_cast<Eigen::Index>(rows));
-#pragma omp parallel for schedule(static) num_threads(static_cast<int>(p.threads))
+#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(p.threads))
   for (std::size_t chunk = 0; chunk < p.chunks; ++chunk) {
     auto& s = scratch_[static_cast<std::size_t>(thread_id())];
     const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
@@ -285,11 +317,13 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
            s.cols.data());
     const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
                                  static_cast<Eigen::Index>(width));
-    matrix_map<T>(s.dw.data(), static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(rows))
-        .noalias() += gm * cm.transpose();
+    T* dw = chunk_grads_.data() + chunk * slot;
+    matrix_map<T>(dw, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(rows)).noalias() =
+        gm * cm.transpose();
     if (!bias_.empty())
       for (std::size_t co = 0; co < out_; ++co)
-        s.db[co] += const_array_map<T>(grad + co * width, static_cast<Eigen::Index>(width)).sum();
+        dw[weight_.size() + co] =
+            const_array_map<T>(grad + co * width, static_cast<Eigen::Index>(width)).sum();
     if (dx != nullptr) {
       matrix_map<T>(s.dcols.data(), static_cast<Eigen::Index>(rows),
                     static_cast<Eigen::Index>(width))
@@ -299,12 +333,16 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
       col2im(s.dcols.data(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo, out);
     }
   }
-  std::fill(weight_grad_.begin(), weight_grad_.end(), T(0));
-  std::fill(bias_grad_.begin(), bias_grad_.end(), T(0));
-  for (std::size_t t = 0; t < p.threads; ++t) {
-    for (std::size_t i = 0; i < weight_grad_.size(); ++i) weight_grad_[i] += scratch_[t].dw[i];
-    for (std::size_t i = 0; i < bias_grad_.size(); ++i) bias_grad_[i] += scratch_[t].db[i];
-  }
+  const auto sum_slots = [&](std::size_t offset, std::span<T> into) {
+    const_array_map<T> first(chunk_grads_.data() + offset, static_cast<Eigen::Index>(into.size()));
+    array_map<T> total(into.data(), static_cast<Eigen::Index>(into.size()));
+    total = first;
+    for (std::size_t c = 1; c < p.chunks; ++c)
+      total += const_array_map<T>(chunk_grads_.data() + c * slot + offset,
+                                  static_cast<Eigen::Index>(into.size()));
+  };
+  sum_slots(0, weight_grad_);
+  if (!bias_.empty()) sum_slots(weight_.size(), bias_grad_);
 }
 
 // ---- batchnorm2d ----------------------------------------------------------------------
@@ -423,11 +461,17 @@ void batchnorm2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>
 template <class T>
 void relu<T>::forward(const tensor<T>& x, tensor<T>& y) const {
   if (&y != &x) y.resize(x.n(), x.c(), x.h(), x.w());
-  const std::size_t size = x.size();
+  const std::size_t size = x.size(), blocks = (size + parallel_threshold - 1) / parallel_threshold;
   const T* in = x.data();
   T* out = y.data();
-#pragma omp parallel for schedule(static) if(size >= parallel_threshold)
-  for (std::size_t i = 0; i < size; ++i) out[i] = in[i] < T(0) ? T(0) : in[i];
+  // Blocks of parallel_threshold elements, each one vectorised select (NaN < 0 is false).
+#pragma omp parallel for schedule(static) if(blocks > 1)
+  for (std::size_t blk = 0; blk < blocks; ++blk) {
+    const std::size_t first = blk * parallel_threshold;
+    const auto len = static_cast<Eigen::Index>(std::min(parallel_threshold, size - first));
+    const const_array_map<T> a(in + first, len);
+    array_map<T>(out + first, len) = (a < T(0)).select(T(0), a);
+  }
 }
 
 template <class T>
@@ -439,12 +483,17 @@ void relu<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>& dx) c
                             .append(shape_text(x.shape()))
                             .append("; pass the gradient of this layer's output"));
   if (&dx != &dy) dx.resize(x.n(), x.c(), x.h(), x.w());
-  const std::size_t size = x.size();
+  const std::size_t size = x.size(), blocks = (size + parallel_threshold - 1) / parallel_threshold;
   const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
-#pragma omp parallel for schedule(static) if(size >= parallel_threshold)
-  for (std::size_t i = 0; i < size; ++i) out[i] = in[i] > T(0) ? g[i] : T(0);
+#pragma omp parallel for schedule(static) if(blocks > 1)
+  for (std::size_t blk = 0; blk < blocks; ++blk) {
+    const std::size_t first = blk * parallel_threshold;
+    const auto len = static_cast<Eigen::Index>(std::min(parallel_threshold, size - first));
+    array_map<T>(out + first, len) =
+        (const_array_map<T>(in + first, len) > T(0)).select(const_array_map<T>(g + first, len), T(0));
+  }
 }
 
 // ---- max_pool2d -----------------------------------------------------------------------
@@ -466,13 +515,18 @@ void max_pool2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
     for (std::size_t oy = 0; oy < ho; ++oy)
       for (std::size_t ox = 0; ox < wo; ++ox) {
         const T* win = in + pl * in_plane + 2 * oy * w + 2 * ox;
-        const T cand[4] = {win[0], win[1], win[w], win[w + 1]};
-        std::uint8_t best = 0;
-        for (std::uint8_t i = 1; i < 4; ++i)
-          if (cand[i] > cand[best] || (std::isnan(cand[i]) && !std::isnan(cand[best]))) best = i;
+        // PyTorch's rule, branch-free: a later value wins when it is larger or NaN.
+        T best = win[0];
+        std::uint8_t at = 0;
+        const T cand[3] = {win[1], win[w], win[w + 1]};
+        for (std::uint8_t i = 0; i < 3; ++i) {
+          const bool take = cand[i] > best || cand[i] != cand[i];
+          best = take ? cand[i] : best;
+          at = take ? static_cast<std::uint8_t>(i + 1) : at;
+        }
         const std::size_t o = (pl * ho + oy) * wo + ox;
-        out[o] = cand[best];
-        arg[o] = best;
+        out[o] = best;
+        arg[o] = at;
       }
 }
 

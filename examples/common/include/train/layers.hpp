@@ -56,13 +56,14 @@ class conv2d {
   };
   plan make_plan(const tensor<T>& x, const char* pass) const;
   struct scratch {
-    std::vector<T> cols, tmp, dcols, dw, db;
+    std::vector<T> cols, tmp, dcols;
   };
   void reserve(const plan& p);
 
   std::size_t in_, out_, k_, stride_, pad_;
   std::vector<T> weight_, weight_grad_, bias_, bias_grad_;
-  std::vector<scratch> scratch_;
+  std::vector<scratch> scratch_;       // one per thread
+  std::vector<T> chunk_grads_;         // backward: weight and bias gradient of each chunk
 };
 
 /// Batch normalisation over (N, H, W) for each channel, PyTorch's BatchNorm2d: in training
