@@ -17,6 +17,17 @@
 #include "spruce/prune/mask.hpp"
 #include "spruce/sparse/csr.hpp"  // the shared product machinery: dense operands, panels, threads
 
+// Unrolling a wide block's columns completely lets GCC hoist every load and broadcast of
+// the block to the top and spill the accumulators (SSE2 has 16 registers); four columns
+// at a time keep the tile in registers. A pragma only; other compilers get nothing.
+#if defined(__clang__)
+#define SPRUCE_BLOCK_UNROLL _Pragma("unroll 4")
+#elif defined(__GNUC__)
+#define SPRUCE_BLOCK_UNROLL _Pragma("GCC unroll 4")
+#else
+#define SPRUCE_BLOCK_UNROLL
+#endif
+
 namespace spruce::sparse {
 
 /// Block compressed sparse rows (BSR) with a run-time block shape br x bc: the matrix is
@@ -229,10 +240,32 @@ class block_sparse_matrix {
 
 namespace detail {
 
-/// Bytes of the packed B slice the tiled sparse products (block-sparse, N:M) keep in L1:
-/// every stored value is one broadcast and a register tile's worth of FMAs against a row
-/// of that slice, so the slice must answer at L1 speed.
+/// Bytes of a packed B slice that L1 holds with room to spare: where every FMA loads its
+/// own row element of B (a row of an N:M matrix, a 1-row block), the slice must answer at
+/// L1 speed.
 inline constexpr std::size_t l1_slice_bytes = 32 * 1024;
+
+/// Bytes of a packed B slice that L2 holds (as for CSR): enough when each loaded element
+/// of B serves several rows of A, or when rows are so sparse that an L1 slice would give
+/// each row only a few values to add between two passes over its C panel.
+inline constexpr std::size_t l2_slice_bytes = 384 * 1024;
+
+/// Vector registers a register tile may use for accumulators: half the register file
+/// (32 with AVX-512, 16 otherwise), the rest holding loaded rows of B and broadcasts.
+inline constexpr std::size_t tile_registers = spruce::detail::simd_bytes >= 64 ? 16 : 8;
+
+/// Rows of B per packed slice for panels of P elements: L2-sized when a loaded row of B is
+/// reused by several rows of A (`reused`); otherwise L1-sized, grown towards the L2 size
+/// until a row of A with the given fraction of stored values finds about 32 of them in a
+/// slice.
+template <class T, std::size_t P>
+std::size_t slice_depth(double density, bool reused) noexcept {
+  const std::size_t l1 = std::max<std::size_t>(1, l1_slice_bytes / (P * sizeof(T)));
+  const std::size_t l2 = std::max(l1, l2_slice_bytes / (P * sizeof(T)));
+  if (reused) return l2;
+  const double want = 32.0 / std::max(density, 1e-6);
+  return want >= static_cast<double>(l2) ? l2 : std::max(l1, static_cast<std::size_t>(want));
+}
 
 /// `scratch` rounded up to the next 64-byte boundary (callers over-allocate by 64 bytes):
 /// a register-wide load that straddles two cache lines costs two.
@@ -274,9 +307,9 @@ void zero_panel_rows(T* panel, std::size_t from, std::size_t to) {
 
 /// R rows x Wv registers of one block row's product against the packed slice: out[r * P
 /// + j] = sum over blocks [lo, hi) and their columns c of A(r0 + r, c) * panel row c. Each
-/// loaded row of the panel feeds R broadcasts (the B reuse that blocks buy); R * Wv = 8
-/// registers of independent FMA chains hide the FMA latency. BC is the block width as a
-/// compile-time constant (0: run time, `bc`).
+/// loaded row of the panel feeds R rows (the B reuse that blocks buy) and each broadcast
+/// value Wv registers; R * Wv independent FMA chains (8, or 16 with AVX-512) hide the FMA
+/// latency. BC is the block width as a compile-time constant (0: run time, `bc`).
 template <class T, class Index, std::size_t R, std::size_t Wv, std::size_t BC>
 void block_tile(const Index* __restrict ci, const T* __restrict vals, std::size_t lo, std::size_t hi, std::size_t br,
                 std::size_t bc, std::size_t r0, std::size_t kb0, const T* __restrict panel, T* __restrict out) {
@@ -289,6 +322,7 @@ void block_tile(const Index* __restrict ci, const T* __restrict vals, std::size_
   for (std::size_t p = lo; p < hi; ++p) {
     const T* a = vals + p * bsize + r0 * w;
     const T* bp = panel + (static_cast<std::size_t>(ci[p]) - kb0) * w * P;
+    SPRUCE_BLOCK_UNROLL
     for (std::size_t c = 0; c < w; ++c) {
       simd<T> b[Wv];
       for (std::size_t q = 0; q < Wv; ++q) b[q] = simd_load(bp + c * P + q * L);
@@ -319,7 +353,7 @@ template <class T, class Index>
 using block_tile_fn = void (*)(const Index*, const T*, std::size_t, std::size_t, std::size_t, std::size_t, std::size_t,
                                std::size_t, const T*, T*);
 
-/// The tile kernel for R rows (R * Wv <= 8) and block width bc (1, 2, 4 and 8 compiled
+/// The tile kernel for R rows (R * Wv <= tile_registers) and block width bc (1, 2, 4 and 8 compiled
 /// for their width, others at run time).
 template <class T, class Index, std::size_t R, std::size_t Wv>
 block_tile_fn<T, Index> pick_block_tile(std::size_t bc) {
@@ -332,18 +366,28 @@ block_tile_fn<T, Index> pick_block_tile(std::size_t bc) {
   }
 }
 
-/// The product over panels of Wv registers' width. Each block row is cut into tiles of up
-/// to 8 / Wv rows; every tile walks its blocks in the current K slice against the packed,
-/// L1-resident slice of B.
+/// Rows of the register tile for blocks of `br` rows and panels of Wv registers: the
+/// block's rows up to 8, within the accumulator budget.
+inline std::size_t block_tile_rows(std::size_t br, std::size_t wv) noexcept {
+  const std::size_t r = std::size_t{1} << (std::bit_width(std::min<std::size_t>(br, 8)) - 1);
+  return std::min(r, std::max<std::size_t>(1, tile_registers / wv));
+}
+
+/// The product over panels of Wv registers' width. Each block row is cut into register
+/// tiles of up to block_tile_rows rows; every tile walks its blocks in the current K slice
+/// against the packed slice of B.
 template <class T, class Index, std::size_t Wv>
 void block_spmm(const block_sparse_matrix<T, Index>& a, const dense_operand<const T>& bo, const dense_operand<T>& co,
                 T alpha, T beta) {
-  constexpr std::size_t L = spruce::detail::simd_lanes<T>, P = Wv * L, rmax = 8 / Wv;
+  constexpr std::size_t L = spruce::detail::simd_lanes<T>, P = Wv * L;
+  constexpr std::size_t rmax = std::min<std::size_t>(8, tile_registers / Wv);
   const std::size_t br = a.block_rows(), bc = a.block_cols(), nbr = a.block_row_count(), nbc = a.block_col_count();
   const std::size_t k_total = a.cols(), m = a.rows();
-  const std::size_t depth = std::max<std::size_t>(1, l1_slice_bytes / (P * sizeof(T)) / bc);  // block columns
+  const std::size_t tile_rows = block_tile_rows(br, Wv);
+  const double density = a.stored_values() == 0 ? 1.0 : static_cast<double>(a.stored_values()) /
+                                                           static_cast<double>(nbr * br * nbc * bc);
+  const std::size_t depth = std::max<std::size_t>(1, slice_depth<T, P>(density, tile_rows > 1) / bc);  // block columns
   const bool sliced = nbc > depth;
-  const std::size_t tile_rows = std::min(rmax, std::size_t{1} << (std::bit_width(std::min(br, rmax)) - 1));
   block_tile_fn<T, Index> tiles[4] = {};  // by log2 of the tile's rows
   tiles[0] = pick_block_tile<T, Index, 1, Wv>(bc);
   if constexpr (rmax >= 2) tiles[1] = pick_block_tile<T, Index, 2, Wv>(bc);
@@ -353,25 +397,34 @@ void block_spmm(const block_sparse_matrix<T, Index>& a, const dense_operand<cons
   const Index* ci = a.col_idx().data();
   const T* av = a.values().data();
   const std::size_t slice_rows = std::min(depth, std::max<std::size_t>(nbc, 1)) * bc;
-  const std::size_t scratch = slice_rows * P + tile_rows * P + cache_align_slack<T>;
+  // Scratch: the packed slice, the tile's output rows and (with several slices) a cursor
+  // per block row marking where its next slice starts. The cursors follow whole vector
+  // rows of T, so they are aligned for size_t.
+  const std::size_t cursor_elems = sliced ? (nbr * sizeof(std::size_t) + sizeof(T) - 1) / sizeof(T) : 0;
+  const std::size_t scratch = slice_rows * P + tile_rows * P + cursor_elems + cache_align_slack<T>;
   for_each_panel<T, P>(nbr, bo.cols, a.stored_values() * bo.cols + m * bo.cols, scratch,
                        [&](std::size_t j0, std::size_t len, std::size_t i0, std::size_t i1, T* raw) {
     T* panel = cache_aligned(raw);
     T* out = panel + slice_rows * P;
+    auto* cursor = reinterpret_cast<std::size_t*>(out + tile_rows * P);
+    if (sliced)
+      for (std::size_t bi = i0; bi < i1; ++bi) cursor[bi - i0] = static_cast<std::size_t>(rp[bi]);
     for (std::size_t kb0 = 0; kb0 == 0 || kb0 < nbc; kb0 += depth) {
       const std::size_t kb1 = std::min(nbc, kb0 + depth);
       const std::size_t k0 = kb0 * bc, k1 = std::min(k_total, kb1 * bc);
       pack_panel<T, P>(bo, k0, k1, j0, len, panel);
       zero_panel_rows<T, P>(panel, k1 - k0, (kb1 - kb0) * bc);
       for (std::size_t bi = i0; bi < i1; ++bi) {
-        const Index* lo_p = ci + rp[bi];
-        const Index* hi_p = ci + rp[bi + 1];
+        std::size_t lo = static_cast<std::size_t>(rp[bi]), hi = static_cast<std::size_t>(rp[bi + 1]);
         if (sliced) {
-          lo_p = std::lower_bound(lo_p, hi_p, static_cast<Index>(kb0));
-          hi_p = std::lower_bound(lo_p, hi_p, static_cast<Index>(kb1));
-          if (lo_p == hi_p && kb0 != 0) continue;  // nothing to add in this slice
+          // Slices come in order, so each block row's blocks are consumed by a forward scan
+          // (a binary search per slice mispredicts its way through most of its steps).
+          const std::size_t end = hi;
+          lo = hi = cursor[bi - i0];
+          while (hi < end && static_cast<std::size_t>(ci[hi]) < kb1) ++hi;
+          cursor[bi - i0] = hi;
+          if (lo == hi && kb0 != 0) continue;  // nothing to add in this slice
         }
-        const auto lo = static_cast<std::size_t>(lo_p - ci), hi = static_cast<std::size_t>(hi_p - ci);
         const std::size_t q = std::min(br, m - bi * br);  // real rows of this block row
         for (std::size_t r0 = 0; r0 < q;) {
           const std::size_t want = std::min(q - r0, tile_rows);
@@ -405,11 +458,11 @@ void spmm(const block_sparse_matrix<T, Index>& a, const tensor_ref<const T>& b, 
     throw error("spmm: A is " + std::to_string(a.rows()) + " x " + std::to_string(a.cols()) + ", B " +
                 shape_string(b.shape()) + ", C " + shape_string(c.shape()) + "; need B [A.cols, N] and C [A.rows, N]");
   if (alpha == T(0)) return detail::scale_dense(co, beta);
-  // Register tile: up to 8 rows of a block row times 8 / rows registers of columns, but no
-  // wider than B needs.
+  // Register tile: up to 8 rows of a block row times as many registers of B's columns as
+  // the accumulator budget leaves, but no wider than B needs.
   constexpr std::size_t L = spruce::detail::simd_lanes<T>;
-  const std::size_t by_rows = 8 / std::min<std::size_t>(8, std::size_t{1} << (std::bit_width(std::min<std::size_t>(a.block_rows(), 8)) - 1));
-  const std::size_t wv = detail::pow2_at_least((bo.cols + L - 1) / L, by_rows);
+  const std::size_t r = detail::block_tile_rows(a.block_rows(), 2);
+  const std::size_t wv = detail::pow2_at_least((bo.cols + L - 1) / L, std::min<std::size_t>(8, detail::tile_registers / r));
   switch (wv) {
     case 1: return detail::block_spmm<T, Index, 1>(a, bo, co, alpha, beta);
     case 2: return detail::block_spmm<T, Index, 2>(a, bo, co, alpha, beta);
@@ -419,3 +472,5 @@ void spmm(const block_sparse_matrix<T, Index>& a, const tensor_ref<const T>& b, 
 }
 
 }  // namespace spruce::sparse
+
+#undef SPRUCE_BLOCK_UNROLL

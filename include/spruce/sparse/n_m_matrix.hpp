@@ -313,14 +313,16 @@ n_m_row_fn<T> pick_n_m_row(std::size_t n, std::size_t m) {
 }
 
 /// The product over panels of Wv registers' width, in K slices of whole groups (a whole
-/// number of position bytes) that fit in L1; every row of A adds its slots in the slice.
+/// number of position bytes) sized by slice_depth (L1 for 2:4); every row of A adds its
+/// slots in the slice.
 template <class T, std::size_t Wv>
 void n_m_spmm(const n_m_matrix<T>& a, const dense_operand<const T>& bo, const dense_operand<T>& co, T alpha, T beta) {
   constexpr std::size_t L = spruce::detail::simd_lanes<T>, P = Wv * L;
   const std::size_t n = a.n(), m = a.m(), bits = a.index_bits(), groups = a.groups_per_row(), rb = a.row_bytes();
   const std::size_t k_total = a.cols();
   const std::size_t align = n_m_step_groups(n, bits);
-  const std::size_t depth = std::max(align, l1_slice_bytes / (P * sizeof(T)) / m / align * align);  // groups
+  const std::size_t depth =  // groups
+      std::max(align, slice_depth<T, P>(static_cast<double>(n) / static_cast<double>(m), false) / m / align * align);
   const std::size_t slice_rows = std::min(depth, std::max<std::size_t>(groups, 1)) * m;
   const n_m_row_fn<T> row_fn = pick_n_m_row<T, Wv>(n, m);
   const T* av = a.values().data();
