@@ -333,7 +333,7 @@ TEST_CASE("max_pool2d: 2x2 windows rounded down, first maximum wins, gradient to
   g[1] = 2;
   g[2] = 3;
   g[3] = 4;
-  pool.backward(g, dx);
+  pool.backward(x, g, dx);
   CHECK(dx.at(0, 0, 0, 0) == 1);
   CHECK(dx.at(0, 0, 1, 1) == 0);
   double total = 0;
@@ -344,12 +344,23 @@ TEST_CASE("max_pool2d: 2x2 windows rounded down, first maximum wins, gradient to
     CHECK(dx.at(0, 0, i, 4) == 0);
   }
 
+  // Ties across rows: the top row's winner beats an equal value below it.
+  tensor<double> tie(1, 1, 2, 4);
+  const double tv[] = {1, 5, 3, 0, 5, 0, 2, 3};  // windows (1 5 / 5 0) and (3 0 / 2 3)
+  for (std::size_t i = 0; i < 8; ++i) tie[i] = tv[i];
+  tensor<double> tg(1, 1, 1, 2);
+  tg[0] = 1;
+  tg[1] = 2;
+  pool.backward(tie, tg, dx);
+  const double want_tie[] = {0, 1, 2, 0, 0, 0, 0, 0};
+  for (std::size_t i = 0; i < 8; ++i) CHECK(dx[i] == want_tie[i]);
+
   auto xr = random_tensor(2, 3, 6, 7);
   pool.forward(xr, y);
   const auto r = random_tensor(y.n(), y.c(), y.h(), y.w());
-  pool.backward(r, dx);
+  pool.backward(xr, r, dx);
   const auto loss = [&] {
-    train::max_pool2d<double> probe;
+    const train::max_pool2d<double> probe;
     tensor<double> out;
     probe.forward(xr, out);
     return weighted_sum(out, r);
@@ -463,7 +474,7 @@ TEST_CASE("layers refuse bad input with spruce::error and write nothing") {
 
   train::max_pool2d<double> pool;
   CHECK_THROWS_AS(pool.forward(tensor<double>(1, 1, 1, 4), y), spruce::error);
-  CHECK_THROWS_AS(pool.backward(tensor<double>(1, 1, 3, 3), dx), spruce::error);
+  CHECK_THROWS_AS(pool.backward(tensor<double>(1, 1, 4, 4), tensor<double>(1, 1, 3, 3), dx), spruce::error);
 
   train::linear<double> fc(6, 3);
   CHECK_THROWS_AS(fc.forward(tensor<double>(2, 5), y), spruce::error);

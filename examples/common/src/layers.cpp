@@ -149,11 +149,43 @@ void im2col(const T* x, std::size_t g, std::size_t c, std::size_t h, std::size_t
 }
 
 // The adjoint of im2col: adds every column entry back onto the input position it was read
-// from. dx (images [0, g)) must be zeroed by the caller.
+// from, overwriting dx (images [0, g)). The columns of entries that read padding are
+// clobbered (same convolutions zero them to add each kernel offset as one run).
 template <class T>
-void col2im(const T* cols, std::size_t g, std::size_t c, std::size_t h, std::size_t w,
-            std::size_t k, std::size_t s, std::size_t pad, std::size_t ho, std::size_t wo, T* dx) {
+void col2im(T* cols, std::size_t g, std::size_t c, std::size_t h, std::size_t w, std::size_t k,
+            std::size_t s, std::size_t pad, std::size_t ho, std::size_t wo, T* dx) {
   const std::size_t p = ho * wo, row_len = g * p;
+  if (s == 1 && wo == w && ho == h && 2 * pad + 1 == k) {
+    // The centre offset reads every position unshifted: it assigns, the others add.
+    for (std::size_t img = 0; img < g; ++img)
+      for (std::size_t ci = 0; ci < c; ++ci) {
+        T* plane = dx + (img * c + ci) * p;
+        const T* centre = cols + ((ci * k + pad) * k + pad) * row_len + img * p;
+        std::copy(centre, centre + p, plane);
+        for (std::size_t ki = 0; ki < k; ++ki)
+          for (std::size_t kj = 0; kj < k; ++kj) {
+            if (ki == pad && kj == pad) continue;
+            T* row = cols + ((ci * k + ki) * k + kj) * row_len + img * p;
+            const auto [lo, hi] = valid_columns(w, wo, kj, s, pad);
+            for (std::size_t oy = 0; oy < ho; ++oy) {
+              for (std::size_t ox = 0; ox < lo; ++ox) row[oy * wo + ox] = T(0);
+              for (std::size_t ox = hi; ox < wo; ++ox) row[oy * wo + ox] = T(0);
+            }
+            const auto shift =
+                (static_cast<std::ptrdiff_t>(ki) - static_cast<std::ptrdiff_t>(pad)) *
+                    static_cast<std::ptrdiff_t>(w) +
+                static_cast<std::ptrdiff_t>(kj) - static_cast<std::ptrdiff_t>(pad);
+            const auto total = static_cast<std::ptrdiff_t>(p);
+            const std::ptrdiff_t begin = std::max<std::ptrdiff_t>(0, -shift);
+            const std::ptrdiff_t end = std::min<std::ptrdiff_t>(total, total - shift);
+            if (begin < end)
+              array_map<T>(plane + begin + shift, end - begin) +=
+                  const_array_map<T>(row + begin, end - begin);
+          }
+      }
+    return;
+  }
+  std::fill(dx, dx + g * c * h * w, T(0));
   for (std::size_t img = 0; img < g; ++img)
     for (std::size_t ci = 0; ci < c; ++ci) {
       T* plane = dx + (img * c + ci) * h * w;
@@ -329,7 +361,6 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
                     static_cast<Eigen::Index>(width))
           .noalias() = wm.transpose() * gm;
       T* out = dx->data() + first * x.sample();
-      std::fill(out, out + g * x.sample(), T(0));
       col2im(s.dcols.data(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo, out);
     }
   }
@@ -498,63 +529,88 @@ void relu<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>& dx) c
 
 // ---- max_pool2d -----------------------------------------------------------------------
 
+namespace {
+
+// Later wins when larger or NaN: PyTorch's scan of a window in row-major order, written
+// pairwise (row 0, row 1, then the two rows) so that it compiles to selects, not branches.
 template <class T>
-void max_pool2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
+inline bool later_wins(T earlier, T later) {
+  return later > earlier || later != later;
+}
+
+// Window (a b / c d): its maximum and the winner's position 0..3.
+template <class T>
+inline T pick(T a, T b, T c, T d, unsigned& at) {
+  const bool top_right = later_wins(a, b), bottom_right = later_wins(c, d);
+  const T top = top_right ? b : a, bottom = bottom_right ? d : c;
+  const bool lower = later_wins(top, bottom);
+  at = lower ? 2u + bottom_right : 0u + top_right;
+  return lower ? bottom : top;
+}
+
+}  // namespace
+
+template <class T>
+void max_pool2d<T>::forward(const tensor<T>& x, tensor<T>& y) const {
   require_batch("max_pool2d forward", x.n());
   const std::size_t ho = spruce::pool2d_output_extent(x.h(), 2);
   const std::size_t wo = spruce::pool2d_output_extent(x.w(), 2);
-  in_shape_ = x.shape();
   const std::size_t planes = x.n() * x.c(), w = x.w(), in_plane = x.plane();
   y.resize(x.n(), x.c(), ho, wo);
-  argmax_.resize(y.size());
   const T* in = x.data();
   T* out = y.data();
-  std::uint8_t* arg = argmax_.data();
 #pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
   for (std::size_t pl = 0; pl < planes; ++pl)
-    for (std::size_t oy = 0; oy < ho; ++oy)
+    for (std::size_t oy = 0; oy < ho; ++oy) {
+      const T* r0 = in + pl * in_plane + 2 * oy * w;
+      const T* r1 = r0 + w;
+      T* o = out + (pl * ho + oy) * wo;
       for (std::size_t ox = 0; ox < wo; ++ox) {
-        const T* win = in + pl * in_plane + 2 * oy * w + 2 * ox;
-        // PyTorch's rule, branch-free: a later value wins when it is larger or NaN.
-        T best = win[0];
-        std::uint8_t at = 0;
-        const T cand[3] = {win[1], win[w], win[w + 1]};
-        for (std::uint8_t i = 0; i < 3; ++i) {
-          const bool take = cand[i] > best || cand[i] != cand[i];
-          best = take ? cand[i] : best;
-          at = take ? static_cast<std::uint8_t>(i + 1) : at;
-        }
-        const std::size_t o = (pl * ho + oy) * wo + ox;
-        out[o] = best;
-        arg[o] = at;
+        unsigned at;
+        o[ox] = pick(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1], at);
       }
+    }
 }
 
 template <class T>
-void max_pool2d<T>::backward(const tensor<T>& dy, tensor<T>& dx) const {
-  const auto [n, c, h, w] = in_shape_;
+void max_pool2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>& dx) const {
+  require_batch("max_pool2d backward", x.n());
+  const std::size_t n = x.n(), c = x.c(), h = x.h(), w = x.w();
   const std::size_t ho = h / 2, wo = w / 2;
-  if (dy.shape() != std::array<std::size_t, 4>{n, c, ho, wo} || argmax_.size() != dy.size())
+  if (dy.shape() != std::array<std::size_t, 4>{n, c, ho, wo})
     throw spruce::error(std::string("max_pool2d backward: the output gradient has shape ")
                             .append(shape_text(dy.shape()))
-                            .append(" but the last forward output was ")
+                            .append(" but the input ")
+                            .append(shape_text(x.shape()))
+                            .append(" pools to ")
                             .append(shape_text({n, c, ho, wo}))
-                            .append("; call forward first and pass its output's gradient"));
+                            .append("; pass the forward input and its output's gradient"));
   dx.resize(n, c, h, w);
-  const std::size_t planes = n * c;
+  const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
-  const std::uint8_t* arg = argmax_.data();
-#pragma omp parallel for schedule(static) if(dx.size() >= parallel_threshold)
-  for (std::size_t pl = 0; pl < planes; ++pl) {
-    T* plane = out + pl * h * w;
-    std::fill(plane, plane + h * w, T(0));
-    for (std::size_t oy = 0; oy < ho; ++oy)
+#pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
+  for (std::size_t pl = 0; pl < n * c; ++pl) {
+    const T* plane = in + pl * h * w;
+    T* dplane = out + pl * h * w;
+    for (std::size_t oy = 0; oy < ho; ++oy) {
+      const T* r0 = plane + 2 * oy * w;
+      const T* r1 = r0 + w;
+      T* d0 = dplane + 2 * oy * w;
+      T* d1 = d0 + w;
+      const T* go = g + (pl * ho + oy) * wo;
       for (std::size_t ox = 0; ox < wo; ++ox) {
-        const std::size_t o = (pl * ho + oy) * wo + ox;
-        const std::size_t a = arg[o];
-        plane[(2 * oy + a / 2) * w + 2 * ox + a % 2] = g[o];
+        unsigned at;
+        pick(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1], at);
+        const T v = go[ox];
+        d0[2 * ox] = at == 0 ? v : T(0);
+        d0[2 * ox + 1] = at == 1 ? v : T(0);
+        d1[2 * ox] = at == 2 ? v : T(0);
+        d1[2 * ox + 1] = at == 3 ? v : T(0);
       }
+      if (w % 2) d0[w - 1] = d1[w - 1] = T(0);  // the column the floor dropped
+    }
+    if (h % 2) std::fill(dplane + (h - 1) * w, dplane + h * w, T(0));  // and the row
   }
 }
 
@@ -719,8 +775,8 @@ template class batchnorm2d<float>;
 template class batchnorm2d<double>;
 template struct relu<float>;
 template struct relu<double>;
-template class max_pool2d<float>;
-template class max_pool2d<double>;
+template struct max_pool2d<float>;
+template struct max_pool2d<double>;
 template class global_avg_pool<float>;
 template class global_avg_pool<double>;
 template class linear<float>;

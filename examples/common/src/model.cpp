@@ -161,7 +161,7 @@ void basic_vgg<T>::backward(const tensor<T>& dlogits) {
   gap_.backward(d_features_, out_grad(blocks_.back()));
   for (std::size_t i = blocks_.size(); i-- > 0;) {
     block& b = blocks_[i];
-    if (b.pool) b.pooler.backward(b.d_pooled, b.d_act);
+    if (b.pool) b.pooler.backward(b.act, b.d_pooled, b.d_act);
     relu_.backward(b.act, b.d_act, b.d_act);
     b.bn.backward(b.conv_out, b.d_act, &b.d_act);
     if (i == 0) {

@@ -108,17 +108,14 @@ struct relu {
 
 /// 2x2 max pooling with stride 2, rounding the output size down (PyTorch's MaxPool2d(2)).
 /// The first maximum of each window in row-major order wins, and a NaN wins over any
-/// number; the winner's position is kept for the backward pass.
+/// number, as in PyTorch. Nothing is kept between the passes: backward finds each window's
+/// winner again in the input, which costs less than storing and reloading its position.
 template <class T>
-class max_pool2d {
- public:
+struct max_pool2d {
   /// Throws spruce::error for an empty batch or a map smaller than 2 x 2.
-  void forward(const tensor<T>& x, tensor<T>& y);
-  void backward(const tensor<T>& dy, tensor<T>& dx) const;
-
- private:
-  std::array<std::size_t, 4> in_shape_{};
-  std::vector<std::uint8_t> argmax_;
+  void forward(const tensor<T>& x, tensor<T>& y) const;
+  /// `x` is the forward input; dx gets dy at each window's winner and 0 elsewhere.
+  void backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>& dx) const;
 };
 
 /// The mean over H and W of each channel: [N, C, H, W] -> [N, C, 1, 1], the lab's
