@@ -58,3 +58,5 @@
 #include "spruce/sparse/choose.hpp"
 #include "spruce/sparse/conv2d.hpp"
 #include "spruce/sparse/csr.hpp"
+#include "spruce/sparse/block_sparse.hpp"
+#include "spruce/sparse/n_m_matrix.hpp"

@@ -83,7 +83,8 @@ class block_sparse_matrix {
   }
 
   /// The blocks of the 2-D `dense` view that hold a nonzero, stored with every entry as it
-  /// is (zeros included), so to_dense gives back `dense` exactly.
+  /// is (zeros included), so to_dense gives back `dense` exactly but for the sign of zeros
+  /// in blocks not stored (-0 comes back +0, as with CSR).
   static block_sparse_matrix from_dense(const tensor_ref<const T>& dense, std::size_t br, std::size_t bc) {
     check_input(dense, br, bc, "from_dense");
     return build(dense, br, bc, [](std::size_t, std::size_t, T v) { return v != T(0); },

@@ -87,8 +87,9 @@ class n_m_matrix {
   }
 
   /// The nonzeros of the 2-D `dense` view, which must have the N:M pattern along the last
-  /// axis (at most N nonzeros per group); every group stores its N slots with the values
-  /// found there (zeros included), so to_dense gives back `dense` exactly.
+  /// axis (at most N nonzeros per group); every slot stores the value found there, fillers
+  /// included, so to_dense gives back `dense` exactly but for the sign of zeros that no
+  /// slot holds (-0 comes back +0, as with CSR).
   static n_m_matrix from_dense(const tensor_ref<const T>& dense, std::size_t n, std::size_t m) {
     check_input(dense, n, m);
     return build(dense, n, m, "the matrix has", [](std::size_t, std::size_t, T v) { return v != T(0); },
