@@ -222,9 +222,11 @@ TEST_CASE("batchnorm2d training: normalised output, PyTorch's running statistics
 }
 
 TEST_CASE("batchnorm2d gradients match central differences in training and evaluation") {
+  for (const bool fused : {false, true})
   for (const bool training : {true, false}) {
     CAPTURE(training);
-    train::batchnorm2d<double> bn(3);
+    CAPTURE(fused);
+    train::batchnorm2d<double> bn(3, fused);
     fill(bn.weight());
     fill(bn.bias());
     for (std::size_t c = 0; c < 3; ++c) {
@@ -252,6 +254,42 @@ TEST_CASE("batchnorm2d gradients match central differences in training and evalu
     tensor<double> g = r;
     bn.backward(x, g, &g);
     for (std::size_t i = 0; i < g.size(); ++i) REQUIRE(g[i] == doctest::Approx(dx[i]).epsilon(1e-12));
+  }
+}
+
+TEST_CASE("batchnorm2d with the fused ReLU equals batchnorm2d then relu") {
+  for (const bool training : {true, false}) {
+    CAPTURE(training);
+    train::batchnorm2d<double> plain(4), fused(4, true);
+    CHECK(fused.fused_relu());
+    fill(plain.weight());
+    fill(plain.bias());
+    for (std::size_t c = 0; c < 4; ++c) {
+      fused.weight()[c] = plain.weight()[c];
+      fused.bias()[c] = plain.bias()[c];
+    }
+    const auto x = random_tensor(3, 4, 5, 3);
+    tensor<double> y, act, yf;
+    plain.forward(x, y, training);
+    train::relu<double>().forward(y, act);
+    fused.forward(x, yf, training);
+    std::size_t zeros = 0;
+    for (std::size_t i = 0; i < act.size(); ++i) {
+      REQUIRE(yf[i] == doctest::Approx(act[i]).epsilon(1e-14));
+      zeros += act[i] == 0;
+    }
+    CHECK(zeros > 0);
+    CHECK(zeros < act.size());
+    const auto r = random_tensor(3, 4, 5, 3);
+    tensor<double> dact, dx, dxf;
+    train::relu<double>().backward(y, r, dact);
+    plain.backward(x, dact, &dx);
+    fused.backward(x, r, &dxf);
+    for (std::size_t i = 0; i < dx.size(); ++i) REQUIRE(dxf[i] == doctest::Approx(dx[i]).epsilon(1e-12));
+    for (std::size_t c = 0; c < 4; ++c) {
+      CHECK(fused.weight_grad()[c] == doctest::Approx(plain.weight_grad()[c]).epsilon(1e-12));
+      CHECK(fused.bias_grad()[c] == doctest::Approx(plain.bias_grad()[c]).epsilon(1e-12));
+    }
   }
 }
 

@@ -379,8 +379,8 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
 // ---- batchnorm2d ----------------------------------------------------------------------
 
 template <class T>
-batchnorm2d<T>::batchnorm2d(std::size_t channels, double eps, double momentum)
-    : eps_(eps), momentum_(momentum) {
+batchnorm2d<T>::batchnorm2d(std::size_t channels, bool relu, double eps, double momentum)
+    : relu_(relu), eps_(eps), momentum_(momentum) {
   if (channels == 0)
     throw spruce::error("batchnorm2d: 0 channels; pass the channel count of its input");
   if (!(eps > 0) || !(momentum >= 0 && momentum <= 1))
@@ -397,6 +397,8 @@ batchnorm2d<T>::batchnorm2d(std::size_t channels, double eps, double momentum)
   running_var_.assign(channels, T(1));
   mean_.assign(channels, T(0));
   invstd_.assign(channels, T(1));
+  scale_.assign(channels, T(1));
+  shift_.assign(channels, T(0));
 }
 
 template <class T>
@@ -437,9 +439,17 @@ void batchnorm2d<T>::forward(const tensor<T>& x, tensor<T>& y, bool training) {
     invstd_[ch] = static_cast<T>(invstd);
     const T scale = static_cast<T>(weight_[ch] * invstd);
     const T shift = static_cast<T>(bias_[ch] - mean * weight_[ch] * invstd);
-    for (std::size_t img = 0; img < n; ++img)
-      array_map<T>(y.data() + (img * c + ch) * hw, static_cast<Eigen::Index>(hw)) =
-          plane_of(x.data(), img, ch) * scale + shift;
+    scale_[ch] = scale;
+    shift_[ch] = shift;
+    for (std::size_t img = 0; img < n; ++img) {
+      array_map<T> out(y.data() + (img * c + ch) * hw, static_cast<Eigen::Index>(hw));
+      if (relu_) {
+        const auto v = plane_of(x.data(), img, ch) * scale + shift;
+        out = (v < T(0)).select(T(0), v);
+      } else {
+        out = plane_of(x.data(), img, ch) * scale + shift;
+      }
+    }
   }
 }
 
@@ -460,30 +470,41 @@ void batchnorm2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>
   };
 #pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
   for (std::size_t ch = 0; ch < c; ++ch) {
-    const T mean = mean_[ch];
+    const T mean = mean_[ch], scale = scale_[ch], shift = shift_[ch];
     const double invstd = invstd_[ch];
-    double sum_dy = 0, sum_dy_xc = 0;  // sum(dy), sum(dy * (x - mean))
-    for (std::size_t img = 0; img < n; ++img) {
-      const auto g = plane_of(dy.data(), img, ch);
-      sum_dy += static_cast<double>(g.sum());
-      sum_dy_xc += static_cast<double>((g * (plane_of(x.data(), img, ch) - mean)).sum());
-    }
-    bias_grad_[ch] = static_cast<T>(sum_dy);
-    weight_grad_[ch] = static_cast<T>(sum_dy_xc * invstd);
-    if (dx == nullptr) continue;
-    // dx = a*dy + b*x + d: in training the batch statistics depend on x as well,
-    // dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy * xhat)).
-    const double gamma = weight_[ch];
-    double a = gamma * invstd, b = 0, d = 0;
-    if (trained_) {
-      const double m = static_cast<double>(count);
-      b = -gamma * invstd * invstd * invstd * sum_dy_xc / m;
-      d = -gamma * invstd * sum_dy / m - b * mean;
-    }
-    const T at = static_cast<T>(a), bt = static_cast<T>(b), dt = static_cast<T>(d);
-    for (std::size_t img = 0; img < n; ++img)
-      array_map<T>(dx->data() + (img * c + ch) * hw, static_cast<Eigen::Index>(hw)) =
-          plane_of(dy.data(), img, ch) * at + plane_of(x.data(), img, ch) * bt + dt;
+    // `grad_of(img)` is the gradient reaching the normalisation: dy, or with the fused ReLU
+    // dy where the forward output was positive and 0 elsewhere.
+    const auto run = [&](auto grad_of) {
+      double sum_dy = 0, sum_dy_xc = 0;  // sum(dy), sum(dy * (x - mean))
+      for (std::size_t img = 0; img < n; ++img) {
+        const auto g = grad_of(img);
+        sum_dy += static_cast<double>(g.sum());
+        sum_dy_xc += static_cast<double>((g * (plane_of(x.data(), img, ch) - mean)).sum());
+      }
+      bias_grad_[ch] = static_cast<T>(sum_dy);
+      weight_grad_[ch] = static_cast<T>(sum_dy_xc * invstd);
+      if (dx == nullptr) return;
+      // dx = a*dy + b*x + d: in training the batch statistics depend on x as well,
+      // dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy * xhat)).
+      const double gamma = weight_[ch];
+      double a = gamma * invstd, b = 0, d = 0;
+      if (trained_) {
+        const double m = static_cast<double>(count);
+        b = -gamma * invstd * invstd * invstd * sum_dy_xc / m;
+        d = -gamma * invstd * sum_dy / m - b * mean;
+      }
+      const T at = static_cast<T>(a), bt = static_cast<T>(b), dt = static_cast<T>(d);
+      for (std::size_t img = 0; img < n; ++img)
+        array_map<T>(dx->data() + (img * c + ch) * hw, static_cast<Eigen::Index>(hw)) =
+            grad_of(img) * at + plane_of(x.data(), img, ch) * bt + dt;
+    };
+    if (relu_)
+      run([&](std::size_t img) {
+        return (plane_of(x.data(), img, ch) * scale + shift > T(0))
+            .select(plane_of(dy.data(), img, ch), T(0));
+      });
+    else
+      run([&](std::size_t img) { return plane_of(dy.data(), img, ch); });
   }
 }
 

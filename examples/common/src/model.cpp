@@ -64,7 +64,7 @@ basic_vgg<T>::basic_vgg(const vgg_config& config, std::uint64_t seed)
   std::size_t in = config.in_channels;
   blocks_.reserve(channels_.size());
   for (std::size_t i = 0; i < channels_.size(); ++i) {
-    blocks_.push_back(block{conv2d<T>(in, channels_[i], 3, 1, 1, false), batchnorm2d<T>(channels_[i]),
+    blocks_.push_back(block{conv2d<T>(in, channels_[i], 3, 1, 1, false), batchnorm2d<T>(channels_[i], true),
                             lab_pool_after[i], {}, {}, {}, {}, {}, {}});
     auto& conv = blocks_.back().conv;
     std::normal_distribution<double> he(0.0, std::sqrt(2.0 / static_cast<double>(in * 9)));
@@ -131,8 +131,7 @@ const tensor<T>& basic_vgg<T>::run() {
   const tensor<T>* x = &input_;
   for (auto& b : blocks_) {
     b.conv.forward(*x, b.conv_out);
-    b.bn.forward(b.conv_out, b.act, training_);
-    relu_.forward(b.act, b.act);
+    b.bn.forward(b.conv_out, b.act, training_);  // BN and ReLU in one pass
     x = &b.act;
     if (b.pool) {
       b.pooler.forward(b.act, b.pooled);
@@ -162,7 +161,6 @@ void basic_vgg<T>::backward(const tensor<T>& dlogits) {
   for (std::size_t i = blocks_.size(); i-- > 0;) {
     block& b = blocks_[i];
     if (b.pool) b.pooler.backward(b.act, b.d_pooled, b.d_act);
-    relu_.backward(b.act, b.d_act, b.d_act);
     b.bn.backward(b.conv_out, b.d_act, &b.d_act);
     if (i == 0) {
       b.conv.backward(input_, b.d_act, nullptr);

@@ -71,10 +71,16 @@ class conv2d {
 /// and variance (unbiased) by `momentum`; in evaluation it uses the running statistics.
 /// The affine weight starts at 1 and the bias at 0, the running variance at 1. `backward`
 /// differentiates the mode of the last forward and sets the parameter gradients.
+///
+/// With `relu` the layer is BatchNorm followed by ReLU in one pass over memory each way (the
+/// VGG's pairing): the output is max(bn(x), 0), and backward recomputes which outputs were
+/// positive from x instead of reading a separate activation, so the separate ReLU's two
+/// passes over every activation disappear.
 template <class T>
 class batchnorm2d {
  public:
-  explicit batchnorm2d(std::size_t channels, double eps = 1e-5, double momentum = 0.1);
+  explicit batchnorm2d(std::size_t channels, bool relu = false, double eps = 1e-5,
+                       double momentum = 0.1);
 
   /// Throws spruce::error for the wrong channel count, an empty batch, or (in training)
   /// a single value per channel, whose variance is undefined.
@@ -83,6 +89,7 @@ class batchnorm2d {
   void backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx);
 
   std::size_t channels() const noexcept { return weight_.size(); }
+  bool fused_relu() const noexcept { return relu_; }
   std::span<T> weight() noexcept { return weight_; }
   std::span<T> bias() noexcept { return bias_; }
   std::span<T> weight_grad() noexcept { return weight_grad_; }
@@ -91,10 +98,12 @@ class batchnorm2d {
   std::span<T> running_var() noexcept { return running_var_; }
 
  private:
+  bool relu_;
   double eps_, momentum_;
   bool trained_ = false;  // mode of the last forward
   std::vector<T> weight_, bias_, weight_grad_, bias_grad_, running_mean_, running_var_;
   std::vector<T> mean_, invstd_;  // statistics the last forward normalised with
+  std::vector<T> scale_, shift_;  // and its affine map x * scale + shift
 };
 
 /// max(x, 0), NaN passed through. It may run in place (y the same tensor as x): the

@@ -82,7 +82,7 @@ class basic_vgg {
     batchnorm2d<T> bn;
     bool pool;
     max_pool2d<T> pooler;
-    tensor<T> conv_out, act, pooled;  // act: BN output, ReLU applied in place
+    tensor<T> conv_out, act, pooled;  // act: ReLU(BN(conv_out)), one fused layer
     tensor<T> d_act, d_pooled;
   };
   void check_input(std::size_t n, std::size_t c, std::size_t h, std::size_t w) const;
@@ -92,7 +92,6 @@ class basic_vgg {
   std::vector<std::size_t> channels_;
   bool training_ = true;
   std::vector<block> blocks_;
-  relu<T> relu_;
   global_avg_pool<T> gap_;
   linear<T> classifier_;
   tensor<T> input_, features_, logits_, d_features_;
