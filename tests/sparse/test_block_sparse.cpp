@@ -142,10 +142,11 @@ TEST_CASE_TEMPLATE("block-sparse spmm: column-major B and C, deep K, narrow and 
   // product runs in several K passes; n = 1, 3, 9, 33 select narrower register tiles and
   // leave fewer panels than threads.
   for (auto [br, bc] : {std::pair<std::size_t, std::size_t>{8, 8}, {1, 4}, {4, 1}, {4, 4}, {3, 5}})
-    for (auto [m, k, n] : {std::array<std::size_t, 3>{9, 13000, 21}, {6, 11, 3}, {130, 70, 1}, {20, 300, 129}, {17, 40, 9},
+    for (auto [m, k, n] : {std::array<std::size_t, 3>{9, 13000, 6}, {6, 11, 3}, {130, 70, 1}, {20, 300, 67}, {17, 40, 9},
                            {12, 64, 33}})
       for (layout lb : {layout::row, layout::col})
         for (layout lc : {layout::row, layout::col}) {
+          if (k > 1000 && lb != lc) continue;  // the deep case is the slow one; two layouts suffice
           CAPTURE(br);
           CAPTURE(bc);
           CAPTURE(m);

@@ -118,7 +118,7 @@ TEST_CASE_TEMPLATE("n:m spmm matches the dense reference", T, float, double) {
   const std::array<std::pair<T, T>, 3> scalars{{{T(1), T(0)}, {T(0.5), T(-2)}, {T(2), T(1)}}};
   std::size_t round = 0;
   for (auto [nk, gm] : patterns)
-    for (double full : {0.0, 0.8, 1.0})
+    for (double full : {0.3, 1.0})
       for (auto [m, k, n] : {std::array<std::size_t, 3>{1, 1, 1}, {7, 10, 5}, {64, 100, 70}, {33, 257, 130}}) {
         CAPTURE(nk);
         CAPTURE(gm);
@@ -156,10 +156,11 @@ TEST_CASE_TEMPLATE("n:m spmm: column-major B and C, deep K, narrow and wide B", 
   // Every K here but the smallest spans several packed slices; n = 1, 3, 9, 33 select
   // narrower register tiles and leave fewer panels than threads.
   for (auto [nk, gm] : {std::pair<std::size_t, std::size_t>{2, 4}, {1, 4}, {2, 8}, {3, 5}})
-    for (auto [m, k, n] : {std::array<std::size_t, 3>{9, 5001, 21}, {6, 11, 3}, {130, 70, 1}, {20, 300, 129}, {17, 40, 9},
+    for (auto [m, k, n] : {std::array<std::size_t, 3>{9, 5001, 6}, {6, 11, 3}, {130, 70, 1}, {20, 300, 67}, {17, 40, 9},
                            {12, 64, 33}})
       for (layout lb : {layout::row, layout::col})
         for (layout lc : {layout::row, layout::col}) {
+          if (k > 1000 && lb != lc) continue;  // the deep case is the slow one; two layouts suffice
           CAPTURE(nk);
           CAPTURE(gm);
           CAPTURE(m);
