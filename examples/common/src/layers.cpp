@@ -6,6 +6,11 @@
 #include <limits>
 #include <string>
 
+// The layers split the batch across threads themselves; Eigen's own GEMM threading would
+// only add a fork and a barrier to the small products they leave on one thread (it would
+// nest as a single thread inside the layers' regions anyway). Every Eigen product of this
+// library is instantiated in this file.
+#define EIGEN_DONT_PARALLELIZE
 #include <Eigen/Core>
 #include <spruce/core/error.hpp>
 #include <spruce/metrics/macs.hpp>
@@ -241,7 +246,7 @@ typename conv2d<T>::plan conv2d<T>::make_plan(const tensor<T>& x, const char* pa
   const std::size_t n = x.n(), positions = p.ho * p.wo;
   const std::size_t work = n * positions * in_ * k_ * k_ * out_;  // multiply-adds
   const std::size_t threads =
-      work < 4 * parallel_threshold ? 1 : static_cast<std::size_t>(max_threads());
+      work < 8 * parallel_threshold ? 1 : static_cast<std::size_t>(max_threads());
   // Enough images per chunk for a wide GEMM, and at least four chunks per thread: the
   // threads take chunks as they go (dynamic schedule), so a thread that the OS preempts on a
   // busy machine holds up at most one chunk, not half the batch.
