@@ -32,13 +32,13 @@ namespace spruce::sparse {
 
 /// Block compressed sparse rows (BSR) with a run-time block shape br x bc: the matrix is
 /// cut into a grid of br x bc blocks and only the blocks that hold something are stored,
-/// each as a dense row-major br x bc array, so a product touches every stored value with
-/// unit-stride loads and reuses each loaded row of B br times. row_ptr has one offset per
-/// block row (plus one), col_idx one block-column index per stored block (strictly
-/// increasing within a block row), values br * bc entries per stored block, in col_idx
-/// order. When br or bc does not divide the matrix the last block row / column is partial:
-/// its blocks are still stored whole, the entries outside the matrix as zeros that nothing
-/// reads. Built from a dense matrix and a keep mask (a block is stored when it keeps
+/// each as a dense row-major br x bc array, so a product reads the values with unit-stride
+/// loads and no index per value, and each loaded row of B serves up to 8 rows of the block
+/// at once. row_ptr has one offset per block row (plus one), col_idx one block-column
+/// index per stored block (strictly increasing within a block row), values br * bc
+/// entries per stored block, in col_idx order. When br or bc does not divide the matrix
+/// the last block row / column is partial: its blocks are still stored whole, with zeros
+/// for the entries outside the matrix (validate() insists on it). Built from a dense matrix and a keep mask (a block is stored when it keeps
 /// anything; pruned entries inside it are stored as +0), from a dense matrix's nonzeros,
 /// or from hand-built arrays that `validate()` checks. Index is the type of row_ptr and
 /// col_idx.
