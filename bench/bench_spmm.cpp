@@ -107,6 +107,15 @@ spruce::sparse::csr_matrix<float> build_csr(const problem& pr) {
   return spruce::sparse::csr_matrix<float>::from_dense(pr.weight());
 }
 
+template <std::size_t R, std::size_t C>
+spruce::sparse::block_sparse_matrix<float> build_bsr(const problem& pr) {
+  return spruce::sparse::block_sparse_matrix<float>::from_dense(pr.weight(), R, C);
+}
+
+spruce::sparse::n_m_matrix<float> build_nm(const problem& pr) {
+  return spruce::sparse::n_m_matrix<float>::from_dense(pr.weight(), 2, 4);
+}
+
 using row_major = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 void run_eigen_dense(benchmark::State& st, gemm_shape s, pattern p) {
@@ -155,10 +164,15 @@ int main(int argc, char** argv) {
       add(fam + "/eigen_dense/" + size, run_eigen_dense, s, un);
       add(fam + "/spruce/" + size, run_spruce<spruce::sparse::csr_matrix<float>>, s, un, &build_csr);
       add(fam + "/eigen_sparse/" + size, run_eigen_sparse, s, un);
+      add(fam + "/spruce_bsr1x4/" + size, run_spruce<spruce::sparse::block_sparse_matrix<float>>, s, pattern{sp, 1, 4, false}, &build_bsr<1, 4>);
+      add(fam + "/spruce_bsr4x1/" + size, run_spruce<spruce::sparse::block_sparse_matrix<float>>, s, pattern{sp, 4, 1, false}, &build_bsr<4, 1>);
+      add(fam + "/spruce_bsr4x4/" + size, run_spruce<spruce::sparse::block_sparse_matrix<float>>, s, pattern{sp, 4, 4, false}, &build_bsr<4, 4>);
+      add(fam + "/spruce_bsr8x8/" + size, run_spruce<spruce::sparse::block_sparse_matrix<float>>, s, pattern{sp, 8, 8, false}, &build_bsr<8, 8>);
     }
     const pattern tf{50, 1, 1, true};
     add(fam + "/eigen_dense/2:4", run_eigen_dense, s, tf);
     add(fam + "/spruce/2:4", run_spruce<spruce::sparse::csr_matrix<float>>, s, tf, &build_csr);
+    add(fam + "/spruce_nm/2:4", run_spruce<spruce::sparse::n_m_matrix<float>>, s, tf, &build_nm);
     add(fam + "/eigen_sparse/2:4", run_eigen_sparse, s, tf);
   }
   benchmark::Initialize(&argc, argv);

@@ -24,7 +24,7 @@ struct fixture {
     std::normal_distribution<float> g;
     for (std::size_t i = 0; i < w.size(); ++i) {
       w[i] = g(rng);
-      keep[i] = i % 5 == 0;  // 80% pruned
+      keep[i] = g(rng) > 0.85f;  // about 80% pruned, no structure
     }
   }
   tensor_ref<const float> view() const { return {w.data(), shape}; }
@@ -77,4 +77,41 @@ TEST_CASE("choose_execution refuses bad input") {
   const std::array<std::size_t, 1> s1{8};
   CHECK_THROWS_AS(sparse::choose_execution(tensor_ref<const float>(flat.data(), s1), spruce::mask(s1), 4, dense),
                   spruce::error);
+}
+
+TEST_CASE("default candidates follow the mask's structure and all compute the same product") {
+  const std::array<std::size_t, 2> shape{16, 32};
+  std::vector<float> w(16 * 32);
+  std::mt19937 rng(8);
+  std::normal_distribution<float> g;
+  for (auto& x : w) x = g(rng);
+  const auto names = [&](const byte_buffer& bytes) {
+    const spruce::mask keep(shape, bytes);
+    const tensor_ref<const float> wv(w.data(), shape);
+    auto cands = sparse::default_candidates(wv, keep);
+    // Every candidate multiplies the pruned weight.
+    std::vector<float> pruned(w.size()), b(32 * 5), want(16 * 5), got(16 * 5);
+    for (std::size_t i = 0; i < w.size(); ++i) pruned[i] = bytes[i] ? w[i] : 0.0f;
+    for (auto& x : b) x = g(rng);
+    const std::array<std::size_t, 2> sb{32, 5}, sc{16, 5};
+    eigen_gemm{}(tensor_ref<const float>(pruned.data(), shape), tensor_ref<const float>(b.data(), sb), tensor_ref<float>(want.data(), sc));
+    std::vector<std::string> out;
+    for (auto& c : cands) {
+      c.run(tensor_ref<const float>(b.data(), sb), tensor_ref<float>(got.data(), sc));
+      for (std::size_t i = 0; i < got.size(); ++i) REQUIRE(std::abs(got[i] - want[i]) <= 1e-4f * std::max(1.0f, std::abs(want[i])));
+      out.push_back(c.name);
+    }
+    return out;
+  };
+  byte_buffer two_four(w.size()), blocks(w.size()), scattered(w.size());
+  for (std::size_t i = 0; i < 16; ++i)
+    for (std::size_t j = 0; j < 32; ++j) {
+      two_four[i * 32 + j] = (j % 4 == i % 4) || (j % 4 == (i + 1) % 4);
+      blocks[i * 32 + j] = ((i / 4) + (j / 4)) % 3 == 0;  // whole 4 x 4 blocks
+      scattered[i * 32 + j] = g(rng) > 0.0f;  // half kept at random: some group of 4 keeps 3
+    }
+  using v = std::vector<std::string>;
+  CHECK(names(two_four) == v{"csr", "n:m 2:4"});
+  CHECK(names(blocks) == v{"csr", "bsr 1x4", "bsr 4x1", "bsr 4x4"});
+  CHECK(names(scattered) == v{"csr"});
 }
