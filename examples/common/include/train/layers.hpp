@@ -20,7 +20,8 @@ namespace train {
 /// parallel: a chunk is one image where a feature map is large and several where it is
 /// small, so that every GEMM is wide enough to run at full speed. Each thread owns its
 /// buffers, so after the first batch a pass allocates nothing. `backward` sets (does not
-/// accumulate) the parameter gradients.
+/// accumulate) the parameter gradients, summing the chunks' contributions in chunk order,
+/// so that for a given thread count the result does not depend on the OS's scheduling.
 template <class T>
 class conv2d {
  public:
