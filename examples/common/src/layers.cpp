@@ -17,6 +17,11 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+// An OpenMP pragma, or nothing when the library is built without OpenMP (no unknown-pragma
+// warning, the loops run on the calling thread).
+#define SPRUCE_TRAIN_OMP(...) _Pragma(#__VA_ARGS__)
+#else
+#define SPRUCE_TRAIN_OMP(...)
 #endif
 
 namespace train {
@@ -280,7 +285,7 @@ void conv2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
   y.resize(n, out_, p.ho, p.wo);
   const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
                                static_cast<Eigen::Index>(rows));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(p.threads))
+SPRUCE_TRAIN_OMP(omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(p.threads)))
   for (std::size_t chunk = 0; chunk < p.chunks; ++chunk) {
     auto& s = scratch_[static_cast<std::size_t>(thread_id())];
     const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
@@ -335,7 +340,7 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
   if (dx != nullptr) dx->resize(n, in_, x.h(), x.w());
   const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
                                static_cast<Eigen::Index>(rows));
-#pragma omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(p.threads))
+SPRUCE_TRAIN_OMP(omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(p.threads)))
   for (std::size_t chunk = 0; chunk < p.chunks; ++chunk) {
     auto& s = scratch_[static_cast<std::size_t>(thread_id())];
     const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
@@ -392,7 +397,7 @@ namespace {
 // y = x * scale + shift, then max(y, 0) when `Relu` (NaN stays NaN).
 template <bool Relu, class T>
 void affine(const T* x, T* y, std::size_t len, T scale, T shift) {
-#pragma omp simd
+SPRUCE_TRAIN_OMP(omp simd)
   for (std::size_t i = 0; i < len; ++i) {
     const T v = x[i] * scale + shift;
     y[i] = Relu && v < T(0) ? T(0) : v;
@@ -412,7 +417,7 @@ template <bool Relu, class T>
 void gradient_sums(const T* x, const T* dy, std::size_t len, T mean, T scale, T shift,
                    double& sum_g, double& sum_gx) {
   T sg = 0, sgx = 0;
-#pragma omp simd reduction(+ : sg, sgx)
+SPRUCE_TRAIN_OMP(omp simd reduction(+ : sg, sgx))
   for (std::size_t i = 0; i < len; ++i) {
     const T g = masked<Relu>(x[i], dy[i], scale, shift);
     sg += g;
@@ -470,7 +475,7 @@ void batchnorm2d<T>::forward(const tensor<T>& x, tensor<T>& y, bool training) {
   const auto plane_of = [&](const T* base, std::size_t img, std::size_t ch) {
     return const_array_map<T>(base + (img * c + ch) * hw, static_cast<Eigen::Index>(hw));
   };
-#pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
+SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_threshold))
   for (std::size_t ch = 0; ch < c; ++ch) {
     double mean = 0, var = 0;
     if (training) {
@@ -518,7 +523,7 @@ void batchnorm2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>
                             .append("; pass the gradient of this layer's output"));
   const std::size_t n = x.n(), c = x.c(), hw = x.plane(), count = n * hw;
   if (dx != nullptr && dx != &dy) dx->resize(n, c, x.h(), x.w());
-#pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
+SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_threshold))
   for (std::size_t ch = 0; ch < c; ++ch) {
     const T mean = mean_[ch], scale = scale_[ch], shift = shift_[ch];
     const double invstd = invstd_[ch];
@@ -563,7 +568,7 @@ void relu<T>::forward(const tensor<T>& x, tensor<T>& y) const {
   const T* in = x.data();
   T* out = y.data();
   // Blocks of parallel_threshold elements (NaN < 0 is false: NaN passes).
-#pragma omp parallel for schedule(static) if(blocks > 1)
+SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(blocks > 1))
   for (std::size_t blk = 0; blk < blocks; ++blk) {
     const std::size_t first = blk * parallel_threshold;
     const auto len = static_cast<Eigen::Index>(std::min(parallel_threshold, size - first));
@@ -584,7 +589,7 @@ void relu<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>& dx) c
   const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
-#pragma omp parallel for schedule(static) if(blocks > 1)
+SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(blocks > 1))
   for (std::size_t blk = 0; blk < blocks; ++blk) {
     const std::size_t first = blk * parallel_threshold;
     const auto len = static_cast<Eigen::Index>(std::min(parallel_threshold, size - first));
@@ -624,7 +629,7 @@ void max_pool2d<T>::forward(const tensor<T>& x, tensor<T>& y) const {
   y.resize(x.n(), x.c(), ho, wo);
   const T* in = x.data();
   T* out = y.data();
-#pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
+SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_threshold))
   for (std::size_t pl = 0; pl < planes; ++pl)
     for (std::size_t oy = 0; oy < ho; ++oy) {
       const T* r0 = in + pl * in_plane + 2 * oy * w;
@@ -654,7 +659,7 @@ void max_pool2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>&
   const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
-#pragma omp parallel for schedule(static) if(x.size() >= parallel_threshold)
+SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_threshold))
   for (std::size_t pl = 0; pl < n * c; ++pl) {
     const T* plane = in + pl * h * w;
     T* dplane = out + pl * h * w;
