@@ -97,6 +97,7 @@ class basic_vgg {
   tensor<T> input_, features_, logits_, d_features_;
 };
 
+/// The model the examples train (float); basic_vgg<double> serves the gradient checks.
 using vgg = basic_vgg<float>;
 
 }  // namespace train

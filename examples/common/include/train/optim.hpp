@@ -57,6 +57,7 @@ class basic_sgd {
   std::vector<hook> hooks_;
 };
 
+/// The optimiser over a float model's parameters (spruce views them as float tensors).
 using sgd = basic_sgd<float>;
 
 }  // namespace train
