@@ -252,7 +252,7 @@ TEST_CASE("SGD follows PyTorch's update rule (momentum, dampening, Nesterov, wei
   CHECK(p[0] == doctest::Approx(-0.6577).epsilon(1e-13));
 }
 
-TEST_CASE("SGD hooks run after every step; pruning masks stay applied") {
+TEST_CASE("SGD hooks run after every step and pruning masks stay applied") {
   train::vgg model(train::vgg_config{0.125, 1, 10}, 2);
   auto params = model.parameters();
   auto masks = spruce::fine_grained_prune(params, {{"backbone.conv3.weight", 0.6}});
