@@ -8,7 +8,10 @@
 //                  to the same sparsity (the pattern block pruning produces)
 //   spruce_nm      the N:M compressed format (size 2:4 only)
 //   eigen_dense    Eigen GEMM on the dense (zero-filled) weight, 2 threads
-//   eigen_sparse   Eigen::SparseMatrix<RowMajor> * dense (unstructured / 2:4 mask)
+//   eigen_sparse   Eigen::SparseMatrix<float, RowMajor> * dense (unstructured / 2:4 mask;
+//                  Eigen parallelises this one with OpenMP)
+//   eigen_sparse_colmajor
+//                  Eigen::SparseMatrix<float> (Eigen's default, column-major) * dense
 // The ratio table (scripts/bench.sh) divides every variant by `spruce` (CSR).
 #include <benchmark/benchmark.h>
 
@@ -145,6 +148,20 @@ void run_eigen_sparse(benchmark::State& st, gemm_shape s, pattern p) {
   set_flops(st, s);
 }
 
+void run_eigen_sparse_colmajor(benchmark::State& st, gemm_shape s, pattern p) {
+  problem& pr = get(s, p);
+  Eigen::Map<const row_major> ad(pr.a.data(), static_cast<Eigen::Index>(s.m), static_cast<Eigen::Index>(s.k));
+  Eigen::Map<const row_major> b(pr.b.data(), static_cast<Eigen::Index>(s.k), static_cast<Eigen::Index>(s.n));
+  const Eigen::SparseMatrix<float> a = ad.sparseView();
+  Eigen::Map<row_major> c(pr.c.data(), static_cast<Eigen::Index>(s.m), static_cast<Eigen::Index>(s.n));
+  Eigen::setNbThreads(2);
+  for (auto _ : st) {
+    c.noalias() = a * b;
+    benchmark::DoNotOptimize(pr.c.data());
+  }
+  set_flops(st, s);
+}
+
 template <class F, class... Args>
 void add(const std::string& name, F f, Args... args) {
   benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) { f(st, args...); })
@@ -164,6 +181,7 @@ int main(int argc, char** argv) {
       add(fam + "/eigen_dense/" + size, run_eigen_dense, s, un);
       add(fam + "/spruce/" + size, run_spruce<spruce::sparse::csr_matrix<float>>, s, un, &build_csr);
       add(fam + "/eigen_sparse/" + size, run_eigen_sparse, s, un);
+      add(fam + "/eigen_sparse_colmajor/" + size, run_eigen_sparse_colmajor, s, un);
       add(fam + "/spruce_bsr1x4/" + size, run_spruce<spruce::sparse::block_sparse_matrix<float>>, s, pattern{sp, 1, 4, false}, &build_bsr<1, 4>);
       add(fam + "/spruce_bsr4x1/" + size, run_spruce<spruce::sparse::block_sparse_matrix<float>>, s, pattern{sp, 4, 1, false}, &build_bsr<4, 1>);
       add(fam + "/spruce_bsr4x4/" + size, run_spruce<spruce::sparse::block_sparse_matrix<float>>, s, pattern{sp, 4, 4, false}, &build_bsr<4, 4>);
@@ -174,6 +192,7 @@ int main(int argc, char** argv) {
     add(fam + "/spruce/2:4", run_spruce<spruce::sparse::csr_matrix<float>>, s, tf, &build_csr);
     add(fam + "/spruce_nm/2:4", run_spruce<spruce::sparse::n_m_matrix<float>>, s, tf, &build_nm);
     add(fam + "/eigen_sparse/2:4", run_eigen_sparse, s, tf);
+    add(fam + "/eigen_sparse_colmajor/2:4", run_eigen_sparse_colmajor, s, tf);
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -8,13 +8,18 @@
 #   scripts/bench.sh [names] -- ARGS...      ARGS go to each program, e.g.
 #                                            -- --benchmark_filter=select/
 # Environment: SPRUCE_BENCH_REPETITIONS (default 5; the tables use the median),
-# SPRUCE_JOBS (build parallelism, default nproc).
+# SPRUCE_JOBS (build parallelism, default nproc), SPRUCE_BENCH_NATIVE=1 (build with
+# -march=native, in build/bench-native; the baselines get the same flags).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 reps=${SPRUCE_BENCH_REPETITIONS:-5}
 jobs=${SPRUCE_JOBS:-$(nproc 2>/dev/null || echo 2)}
 build=build/bench
+native=OFF
+if [[ ${SPRUCE_BENCH_NATIVE:-0} == 1 ]]; then
+  build=build/bench-native native=ON
+fi
 
 names=() extra=()
 while (($#)); do
@@ -33,7 +38,8 @@ if [[ ! -f bench/CMakeLists.txt ]]; then
 fi
 
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSPRUCE_BUILD_BENCHMARKS=ON \
-      -DSPRUCE_BUILD_TESTS=OFF -DSPRUCE_BUILD_EXAMPLES=OFF -DSPRUCE_SANITIZE=OFF
+      -DSPRUCE_BUILD_TESTS=OFF -DSPRUCE_BUILD_EXAMPLES=OFF -DSPRUCE_SANITIZE=OFF \
+      -DSPRUCE_BENCH_NATIVE=$native
 if ((${#names[@]})); then
   targets=()
   for n in "${names[@]}"; do targets+=(--target "$n"); done
