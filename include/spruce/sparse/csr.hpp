@@ -290,6 +290,26 @@ void for_each_panel(std::size_t rows, std::size_t cols, std::size_t work, std::s
   }, parallel ? 1 : tasks + 1);
 }
 
+/// C = alpha * A * B + beta * C for B and C with fewer than a quarter-panel of columns:
+/// rows of A split between threads, one pass over each row's nonzeros.
+template <class T, class Index>
+void csr_narrow(const csr_matrix<T, Index>& a, const dense_operand<const T>& b, const dense_operand<T>& c, T alpha, T beta) {
+  constexpr std::size_t most = spmm_panel<T> / 4;
+  const std::size_t n = b.cols;
+  const Index* rp = a.row_ptr().data();
+  const Index* ci = a.col_idx().data();
+  const T* av = a.values().data();
+  parallel_for(0, a.rows(), [&](std::size_t i) {
+    T acc[most] = {};
+    for (Index p = rp[i]; p < rp[i + 1]; ++p) {
+      const T v = av[p];
+      const T* brow = b.data + static_cast<std::size_t>(ci[p]) * b.rs;
+      for (std::size_t j = 0; j < n; ++j) acc[j] += v * brow[j * b.cs];
+    }
+    store_panel(c, i, 0, n, acc, alpha, beta, true);
+  }, a.nnz() * n + a.rows() >= parallel_threshold ? 2 : a.rows() + 1);
+}
+
 }  // namespace detail
 
 /// C = alpha * A * B + beta * C with A sparse (M x K) and B (K x N), C (M x N) dense. B
@@ -312,6 +332,13 @@ void spmm(const csr_matrix<T, Index>& a, const tensor_ref<const T>& b, const ten
                 "; need B [A.cols, N] and C [A.rows, N]");
   constexpr std::size_t P = detail::spmm_panel<T>;
   constexpr std::size_t depth = detail::spmm_depth<T>;
+  if (bo.cols < P / 4) {
+    // A few columns (a linear layer at batch 1-3, a matrix-vector product): a padded
+    // panel would waste most of its lanes, so each row of A walks its nonzeros once and
+    // gathers the few B entries it needs.
+    detail::csr_narrow(a, bo, co, alpha, beta);
+    return;
+  }
   const std::size_t k_total = a.cols();
   const std::size_t slice = std::max<std::size_t>(1, std::min(k_total, depth));
   const Index* rp = a.row_ptr().data();
