@@ -285,8 +285,11 @@ TEST_CASE("safetensors: load checks names and shapes and changes nothing on a mi
     CHECK(untouched());
   }
   SUBCASE("corrupt file") {
-    bytes raw = read_file(p);
-    raw.resize(raw.size() - 4);
+    const bytes whole = read_file(p);
+    REQUIRE(whole.size() > 4);
+    // A copy of all but the last four bytes (resize() here trips a GCC 12 -O1 false
+    // positive, -Wstringop-overflow on an impossible size).
+    const bytes raw(whole.begin(), whole.end() - 4);
     write_file(p, raw);
     CHECK(contains(error_of([&] { train::load_safetensors(p, dst.params()); }), "truncated"));
     CHECK(untouched());
