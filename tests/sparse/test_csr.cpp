@@ -10,69 +10,32 @@
 
 #include "spruce/spruce.hpp"
 #include "spruce/sparse/csr.hpp"
+#include "spmm_check.hpp"
 
 using namespace spruce;
 
 namespace {
 
-template <class T>
-std::vector<T> dense_ref(const std::vector<T>& a, std::size_t m, std::size_t k, const std::vector<T>& b, std::size_t n,
-                         const std::vector<T>& c0, T alpha, T beta, std::vector<double>* abs_sum = nullptr) {
-  std::vector<T> c(m * n);
-  if (abs_sum) abs_sum->assign(m * n, 0.0);
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t j = 0; j < n; ++j) {
-      double s = 0;
-      for (std::size_t p = 0; p < k; ++p) s += static_cast<double>(a[i * k + p]) * b[p * n + j];
-      if (abs_sum)
-        for (std::size_t p = 0; p < k; ++p) (*abs_sum)[i * n + j] += std::abs(static_cast<double>(a[i * k + p]) * b[p * n + j]);
-      c[i * n + j] = static_cast<T>(alpha * s + (beta == T(0) ? 0.0 : static_cast<double>(beta) * c0[i * n + j]));
-    }
-  return c;
-}
-
-/// Layout of a dense operand in a test: row-major, or column-major (the transpose).
-enum class layout { row, col };
+using spmm_check::check_product;
+using spmm_check::layout;
 
 template <class T>
 void check_case(std::size_t m, std::size_t k, std::size_t n, double density, std::mt19937& rng, T alpha, T beta,
                 layout lb = layout::row, layout lc = layout::row) {
   std::normal_distribution<double> g;
   std::uniform_real_distribution<double> u(0, 1);
-  std::vector<T> a(m * k), b(k * n), c(m * n);
+  std::vector<T> a(m * k);
   for (auto& x : a) x = u(rng) < density ? static_cast<T>(g(rng)) : T(0);
   for (std::size_t i = 0; i < m; i += 3)  // some empty rows
     for (std::size_t p = 0; p < k && density < 1.0; ++p) a[i * k + p] = T(0);
-  for (auto& x : b) x = static_cast<T>(g(rng));
-  for (auto& x : c) x = beta == T(0) ? std::numeric_limits<T>::quiet_NaN() : static_cast<T>(g(rng));
-  const std::vector<std::size_t> sa{m, k}, sb{k, n}, sc{m, n};
+  const std::vector<std::size_t> sa{m, k};
   const auto csr = sparse::csr_matrix<T>::from_dense(tensor_ref<const T>(a.data(), sa));
   csr.validate();
   // Round trip exact.
   std::vector<T> back(m * k, T(7));
   csr.to_dense(tensor_ref<T>(back.data(), sa));
   CHECK(back == a);
-  std::vector<double> abs_sum;
-  const auto want = dense_ref(a, m, k, b, n, c, alpha, beta, &abs_sum);
-  // Column-major operands hold the same logical matrix, stored transposed.
-  std::vector<T> bs(b.size()), cs(c.size());
-  for (std::size_t p = 0; p < k; ++p)
-    for (std::size_t j = 0; j < n; ++j) bs[lb == layout::row ? p * n + j : j * k + p] = b[p * n + j];
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t j = 0; j < n; ++j) cs[lc == layout::row ? i * n + j : j * m + i] = c[i * n + j];
-  const std::vector<std::size_t> b_strides = lb == layout::row ? std::vector<std::size_t>{n, 1} : std::vector<std::size_t>{1, k};
-  const std::vector<std::size_t> c_strides = lc == layout::row ? std::vector<std::size_t>{n, 1} : std::vector<std::size_t>{1, m};
-  sparse::spmm(csr, tensor_ref<const T>(bs.data(), sb, b_strides), tensor_ref<T>(cs.data(), sc, c_strides), alpha, beta);
-  for (std::size_t i = 0; i < m; ++i)
-    for (std::size_t j = 0; j < n; ++j) {
-      const T got = cs[lc == layout::row ? i * n + j : j * m + i];
-      const T w = want[i * n + j];
-      CAPTURE(i);
-      CAPTURE(j);
-      // 1e-4 relative, plus the rounding a float sum of many terms may lose to cancellation.
-      const double tol = 1e-4 * std::max(1.0, std::abs(static_cast<double>(w))) + 1e-6 * std::abs(alpha) * abs_sum[i * n + j];
-      REQUIRE(std::abs(got - w) <= tol);
-    }
+  check_product(csr, a, m, k, n, rng, alpha, beta, lb, lc);
 }
 
 }  // namespace
@@ -114,6 +77,9 @@ TEST_CASE("csr spmm on empty shapes leaves C as beta * C") {
   check_case<float>(4, 5, 0, 0.5, rng, 1.0f, 0.0f);
   check_case<float>(4, 0, 6, 0.5, rng, 1.0f, 0.0f);  // no K: C = beta * C, NaN overwritten
   check_case<float>(4, 0, 6, 0.5, rng, 1.0f, 2.0f);
+  // alpha == 0: C = beta * C without reading A or B (beta 0 clears NaN).
+  check_case<float>(5, 7, 40, 0.5, rng, 0.0f, 0.5f);
+  check_case<float>(5, 7, 40, 0.5, rng, 0.0f, 0.0f);
 }
 
 TEST_CASE("csr from a keep mask stores every kept entry, zeros included") {

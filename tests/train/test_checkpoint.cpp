@@ -18,27 +18,15 @@
 #include "spruce/core/tensor_ref.hpp"
 #include "train/checkpoint.hpp"
 
+#include "temp_dir.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / std::string("spruce_test_ckpt_")
-                                           .append(std::to_string(::getpid()))
-                                           .append("_")
-                                           .append(std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
+// One fresh directory per test, named after this file.
+struct temp_dir : test_support::temp_dir {
+  temp_dir() : test_support::temp_dir("ckpt") {}
 };
 
 using bytes = std::vector<char>;

@@ -20,27 +20,15 @@
 #include "spruce/core/error.hpp"
 #include "train/data.hpp"
 
+#include "temp_dir.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed with everything in it.
-struct temp_dir {
-  fs::path path;
-  temp_dir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / std::string("spruce_test_data_")
-                                           .append(std::to_string(::getpid()))
-                                           .append("_")
-                                           .append(std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
+// One fresh directory per test, named after this file.
+struct temp_dir : test_support::temp_dir {
+  temp_dir() : test_support::temp_dir("data") {}
 };
 
 using bytes = std::vector<unsigned char>;

@@ -287,17 +287,6 @@ inline constexpr std::size_t pow2_at_least(std::size_t x, std::size_t cap) noexc
   return p;
 }
 
-/// C = beta * C (beta == 0: zeros, NaN included): the whole product when alpha is 0, as
-/// in BLAS, where A and B are not read.
-template <class T>
-void scale_dense(const dense_operand<T>& c, T beta) {
-  for (std::size_t i = 0; i < c.rows; ++i)
-    for (std::size_t j = 0; j < c.cols; ++j) {
-      T& x = c.data[i * c.rs + j * c.cs];
-      x = beta == T(0) ? T(0) : beta * x;
-    }
-}
-
 /// Zeroes panel rows [from, to) (rows of P elements): the rows a partial last block
 /// column or N:M group reaches past the end of B, so a zero A entry there multiplies
 /// zero, never stale data.
@@ -453,11 +442,9 @@ void block_spmm(const block_sparse_matrix<T, Index>& a, const dense_operand<cons
 template <class T, class Index>
 void spmm(const block_sparse_matrix<T, Index>& a, const tensor_ref<const T>& b, const tensor_ref<T>& c, T alpha = T(1),
           T beta = T(0)) {
-  const auto bo = detail::as_dense_operand(b, "B");
-  const auto co = detail::as_dense_operand(c, "C");
-  if (bo.rows != a.cols() || co.rows != a.rows() || co.cols != bo.cols)
-    throw error("spmm: A is " + std::to_string(a.rows()) + " x " + std::to_string(a.cols()) + ", B " +
-                shape_string(b.shape()) + ", C " + shape_string(c.shape()) + "; need B [A.cols, N] and C [A.rows, N]");
+  const auto operands = detail::spmm_operands(a.rows(), a.cols(), b, c);
+  const auto& bo = operands.first;
+  const auto& co = operands.second;
   if (alpha == T(0)) return detail::scale_dense(co, beta);
   // Register tile: up to 8 rows of a block row times as many registers of B's columns as
   // the accumulator budget leaves, but no wider than B needs.

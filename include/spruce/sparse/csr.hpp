@@ -179,6 +179,30 @@ dense_operand<T> as_dense_operand(const tensor_ref<T>& v, const char* what) {
   return d;
 }
 
+/// B and C of a product with an A of `rows` x `cols`, as dense operands; throws
+/// spruce::error naming all three shapes unless B is [cols, N] and C [rows, N].
+template <class T>
+std::pair<dense_operand<const T>, dense_operand<T>> spmm_operands(std::size_t rows, std::size_t cols,
+                                                                 const tensor_ref<const T>& b, const tensor_ref<T>& c) {
+  const auto bo = as_dense_operand(b, "B");
+  const auto co = as_dense_operand(c, "C");
+  if (bo.rows != cols || co.rows != rows || co.cols != bo.cols)
+    throw error("spmm: A is " + std::to_string(rows) + " x " + std::to_string(cols) + ", B " + shape_string(b.shape()) +
+                ", C " + shape_string(c.shape()) + "; need B [A.cols, N] and C [A.rows, N]");
+  return {bo, co};
+}
+
+/// C = beta * C (beta == 0: zeros, NaN included): the whole product when alpha is 0, as
+/// in BLAS, where A and B are not read.
+template <class T>
+void scale_dense(const dense_operand<T>& c, T beta) {
+  for (std::size_t i = 0; i < c.rows; ++i)
+    for (std::size_t j = 0; j < c.cols; ++j) {
+      T& x = c.data[i * c.rs + j * c.cs];
+      x = beta == T(0) ? T(0) : beta * x;
+    }
+}
+
 /// Copies B[k0:k1, j0:j0+len) into `panel` (width P, zero past len) so the product reads
 /// one contiguous, L2-resident block whatever B's layout and however its rows alias in
 /// the cache (a 4 KiB row stride would map every row to the same L1 set).
@@ -319,17 +343,15 @@ void csr_narrow(const csr_matrix<T, Index>& a, const dense_operand<const T>& b, 
 /// registers wide): each panel is packed, in slices of rows that fit in L2, and every row
 /// of A accumulates its nonzeros against it in registers, so B is read from memory once
 /// and C written once. Panels are split between threads (OpenMP). beta == 0 overwrites C
-/// (NaN in C does not survive). Throws spruce::error, writing nothing, when the shapes or
-/// layouts disagree.
+/// (NaN in C does not survive); alpha == 0 only scales C, as in BLAS (B is not read).
+/// Throws spruce::error, writing nothing, when the shapes or layouts disagree.
 template <class T, class Index>
 void spmm(const csr_matrix<T, Index>& a, const tensor_ref<const T>& b, const tensor_ref<T>& c, T alpha = T(1),
           T beta = T(0)) {
-  const auto bo = detail::as_dense_operand(b, "B");
-  const auto co = detail::as_dense_operand(c, "C");
-  if (bo.rows != a.cols() || co.rows != a.rows() || co.cols != bo.cols)
-    throw error("spmm: A is " + std::to_string(a.rows()) + " x " + std::to_string(a.cols()) + ", B " +
-                shape_string(b.shape()) + ", C " + shape_string(c.shape()) +
-                "; need B [A.cols, N] and C [A.rows, N]");
+  const auto operands = detail::spmm_operands(a.rows(), a.cols(), b, c);
+  const auto& bo = operands.first;
+  const auto& co = operands.second;
+  if (alpha == T(0)) return detail::scale_dense(co, beta);
   constexpr std::size_t P = detail::spmm_panel<T>;
   constexpr std::size_t depth = detail::spmm_depth<T>;
   if (bo.cols < P / 4) {

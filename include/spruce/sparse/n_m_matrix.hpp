@@ -359,11 +359,9 @@ void n_m_spmm(const n_m_matrix<T>& a, const dense_operand<const T>& bo, const de
 /// spruce::error, writing nothing, when the shapes or layouts disagree.
 template <class T>
 void spmm(const n_m_matrix<T>& a, const tensor_ref<const T>& b, const tensor_ref<T>& c, T alpha = T(1), T beta = T(0)) {
-  const auto bo = detail::as_dense_operand(b, "B");
-  const auto co = detail::as_dense_operand(c, "C");
-  if (bo.rows != a.cols() || co.rows != a.rows() || co.cols != bo.cols)
-    throw error("spmm: A is " + std::to_string(a.rows()) + " x " + std::to_string(a.cols()) + ", B " +
-                shape_string(b.shape()) + ", C " + shape_string(c.shape()) + "; need B [A.cols, N] and C [A.rows, N]");
+  const auto operands = detail::spmm_operands(a.rows(), a.cols(), b, c);
+  const auto& bo = operands.first;
+  const auto& co = operands.second;
   if (alpha == T(0)) return detail::scale_dense(co, beta);
   constexpr std::size_t L = spruce::detail::simd_lanes<T>;
   switch (detail::pow2_at_least((bo.cols + L - 1) / L, 8)) {
