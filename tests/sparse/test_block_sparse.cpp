@@ -25,7 +25,6 @@ using shape2 = std::vector<std::size_t>;
 using spmm_check::check_product;
 using spmm_check::layout;
 
-
 /// A random m x k matrix and element mask with block structure: each br x bc block is kept
 /// with probability `keep_blocks`; inside a kept block each element is kept with
 /// probability 0.7 (so stored blocks hold pruned entries), and every third block row is

@@ -28,7 +28,6 @@ using shape2 = std::vector<std::size_t>;
 using spmm_check::check_product;
 using spmm_check::layout;
 
-
 /// Random m x k weights (some -0) and a keep mask with the N:M pattern along the rows:
 /// each group keeps a random number of at most N of its entries (N with probability
 /// `full`, so most groups are full but some keep fewer); every third row keeps nothing.
