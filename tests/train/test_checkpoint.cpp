@@ -18,11 +18,14 @@
 #include "spruce/core/tensor_ref.hpp"
 #include "train/checkpoint.hpp"
 
-#include "temp_dir.hpp"
+#include "io_support.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
+
+using test_support::contains;
+using test_support::error_of;
 
 // One fresh directory per test, named after this file.
 struct temp_dir : test_support::temp_dir {
@@ -30,11 +33,6 @@ struct temp_dir : test_support::temp_dir {
 };
 
 using bytes = std::vector<char>;
-
-bytes read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 void write_file(const fs::path& p, const bytes& b) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
@@ -58,21 +56,6 @@ bytes float_bytes(const std::vector<float>& v) {
   bytes b(v.size() * sizeof(float));
   if (!v.empty()) std::memcpy(b.data(), v.data(), b.size());
   return b;
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const spruce::error& e) {
-    return e.what();
-  }
-  FAIL("expected a spruce::error");
-  return {};
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 spruce::tensor_ref<float> view(std::vector<float>& v, std::initializer_list<std::size_t> shape) {
@@ -116,7 +99,7 @@ TEST_CASE("safetensors: save and read back, with metadata and a zero-size tensor
   const fs::path p = dir / "sub" / "dir" / "m.safetensors";  // parents are created
   train::save_safetensors(p, m.params(), meta);
 
-  const bytes raw = read_file(p);
+  const bytes raw = test_support::read_file<bytes::value_type>(p);
   REQUIRE(raw.size() >= 8);
   std::uint64_t n = 0;
   for (int k = 7; k >= 0; --k)
@@ -273,7 +256,7 @@ TEST_CASE("safetensors: load checks names and shapes and changes nothing on a mi
     CHECK(untouched());
   }
   SUBCASE("corrupt file") {
-    const bytes whole = read_file(p);
+    const bytes whole = test_support::read_file<bytes::value_type>(p);
     REQUIRE(whole.size() > 4);
     // A copy of all but the last four bytes (resize() here trips a GCC 12 -O1 false
     // positive, -Wstringop-overflow on an impossible size).
@@ -403,7 +386,7 @@ TEST_CASE("safetensors: every truncation and byte flip of a valid file fails cle
   model m;
   const fs::path good = dir / "good.safetensors", p = dir / "x.safetensors";
   train::save_safetensors(good, m.params(), {{"k", "v"}});
-  const bytes raw = read_file(good);
+  const bytes raw = test_support::read_file<bytes::value_type>(good);
   for (std::size_t len = 0; len < raw.size(); ++len) {
     write_file(p, bytes(raw.begin(), raw.begin() + static_cast<std::ptrdiff_t>(len)));
     CAPTURE(len);
@@ -461,7 +444,7 @@ TEST_CASE("save_safetensors: atomic replacement, no temporary file left behind")
   std::vector<float> old_w = iota_vec(16, 0.0f), new_w = iota_vec(1 << 16, 5.0f);
   const fs::path p = dir / "ckpt.safetensors";
   train::save_safetensors(p, {{"w", view(old_w, {16})}});
-  const bytes original = read_file(p);
+  const bytes original = test_support::read_file<bytes::value_type>(p);
 
   SUBCASE("a directory that cannot be written") {
     const fs::path ro = dir / "ro";
@@ -489,7 +472,7 @@ TEST_CASE("save_safetensors: atomic replacement, no temporary file left behind")
     // A parent that is a regular file cannot be created.
     CHECK_THROWS_AS(train::save_safetensors(p / "m.safetensors", {{"w", view(old_w, {16})}}),
                     spruce::error);
-    CHECK(read_file(p) == original);
+    CHECK(test_support::read_file<bytes::value_type>(p) == original);
   }
 
   SUBCASE("a write that fails half-way keeps the old file") {
@@ -507,7 +490,7 @@ TEST_CASE("save_safetensors: atomic replacement, no temporary file left behind")
     REQUIRE(::setrlimit(RLIMIT_FSIZE, &old_limit) == 0);
     std::signal(SIGXFSZ, old_handler);
     CHECK(contains(msg, "cannot write"));
-    CHECK(read_file(p) == original);
+    CHECK(test_support::read_file<bytes::value_type>(p) == original);
     CHECK(temp_files_in(dir.path) == 0);
     // With the limit lifted the same save replaces the file completely.
     train::save_safetensors(p, {{"w", view(new_w, {1 << 16})}});

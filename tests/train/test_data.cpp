@@ -20,11 +20,14 @@
 #include "spruce/core/error.hpp"
 #include "train/data.hpp"
 
-#include "temp_dir.hpp"
+#include "io_support.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
+
+using test_support::contains;
+using test_support::error_of;
 
 // One fresh directory per test, named after this file.
 struct temp_dir : test_support::temp_dir {
@@ -68,27 +71,6 @@ void write_gz(const fs::path& p, const bytes& b) {
   REQUIRE(f != nullptr);
   REQUIRE(gzwrite(f, b.data(), static_cast<unsigned>(b.size())) == static_cast<int>(b.size()));
   REQUIRE(gzclose(f) == Z_OK);
-}
-
-bytes read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// The message of the spruce::error `f` throws (fails the test when it throws nothing).
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const spruce::error& e) {
-    return e.what();
-  }
-  FAIL("expected a spruce::error");
-  return {};
-}
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
 }
 
 // A data set whose image i holds distinct values identifying (i, pixel): lets the loader
@@ -176,7 +158,7 @@ TEST_CASE("read_idx: truncated, padded, mismatched and mislabelled files are err
                    "bytes after"));
   }
   SUBCASE("truncated and corrupted gzip streams") {
-    const bytes gz = read_file(dir / "img.gz");
+    const bytes gz = test_support::read_file<bytes::value_type>(dir / "img.gz");
     for (const std::size_t keep : {gz.size() / 2, gz.size() - 4, gz.size() - 1, std::size_t{5}}) {
       write_raw(dir / "half.gz", bytes(gz.begin(), gz.begin() + static_cast<std::ptrdiff_t>(keep)));
       CAPTURE(keep);

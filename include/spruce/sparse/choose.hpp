@@ -15,6 +15,7 @@
 #include "spruce/core/error.hpp"
 #include "spruce/core/shape.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/granularity/n_m.hpp"
 #include "spruce/prune/mask.hpp"
 #include "spruce/sparse/block_sparse.hpp"
 #include "spruce/sparse/csr.hpp"
@@ -77,34 +78,6 @@ void check_choose_inputs(const tensor_ref<const T>& weight, const mask& keep, st
   if (columns == 0) throw error("choose_execution: columns is 0; pass the N of the products the weight will do");
 }
 
-/// Stored blocks of shape br x bc that hold at least one kept entry of the 2-D `keep`.
-inline std::size_t occupied_blocks(const mask& keep, std::size_t br, std::size_t bc) {
-  const std::size_t rows = keep.shape()[0], cols = keep.shape()[1];
-  const std::uint8_t* k = keep.data();
-  std::size_t count = 0;
-  std::vector<std::uint8_t> any((cols + bc - 1) / bc);
-  for (std::size_t i0 = 0; i0 < rows; i0 += br) {
-    std::fill(any.begin(), any.end(), std::uint8_t{0});
-    for (std::size_t i = i0; i < std::min(rows, i0 + br); ++i)
-      for (std::size_t j = 0; j < cols; ++j) any[j / bc] |= k[i * cols + j];
-    for (auto a : any) count += a;
-  }
-  return count;
-}
-
-/// Whether no group of m consecutive entries along a row of `keep` keeps more than n.
-inline bool is_n_m_mask(const mask& keep, std::size_t n, std::size_t m) {
-  const std::size_t rows = keep.shape()[0], cols = keep.shape()[1];
-  const std::uint8_t* k = keep.data();
-  for (std::size_t i = 0; i < rows; ++i)
-    for (std::size_t j0 = 0; j0 < cols; j0 += m) {
-      std::size_t kept = 0;
-      for (std::size_t j = j0; j < std::min(cols, j0 + m); ++j) kept += k[i * cols + j];
-      if (kept > n) return false;
-    }
-  return true;
-}
-
 }  // namespace detail
 
 /// The sparse formats `choose_execution` times for `weight` under `keep`: CSR always; the
@@ -118,14 +91,15 @@ std::vector<spmm_candidate<T>> default_candidates(const tensor_ref<const T>& wei
   std::vector<spmm_candidate<T>> out;
   auto csr = std::make_shared<csr_matrix<T>>(csr_matrix<T>::from_dense(weight, keep));
   out.push_back({"csr", [csr](const tensor_ref<const T>& b, const tensor_ref<T>& c) { spmm(*csr, b, c); }});
-  if (keep.size() > 0 && detail::is_n_m_mask(keep, 2, 4)) {
+  if (keep.size() > 0 && is_n_m(keep, granularity::n_m<2, 4>{})) {
     auto nm = std::make_shared<n_m_matrix<T>>(n_m_matrix<T>::from_dense(weight, keep, 2, 4));
     out.push_back({"n:m 2:4", [nm](const tensor_ref<const T>& b, const tensor_ref<T>& c) { spmm(*nm, b, c); }});
   }
   const std::size_t kept = keep.count_kept();
   for (auto [br, bc] : {std::pair<std::size_t, std::size_t>{1, 4}, {4, 1}, {4, 4}, {8, 8}}) {
-    if (kept == 0 || 2 * detail::occupied_blocks(keep, br, bc) * br * bc > 3 * kept) continue;
+    if (kept == 0) break;
     auto bsr = std::make_shared<block_sparse_matrix<T>>(block_sparse_matrix<T>::from_dense(weight, keep, br, bc));
+    if (2 * bsr->stored_values() > 3 * kept) continue;
     out.push_back({std::string("bsr ").append(std::to_string(br)).append("x").append(std::to_string(bc)),
                    [bsr](const tensor_ref<const T>& b, const tensor_ref<T>& c) { spmm(*bsr, b, c); }});
   }
