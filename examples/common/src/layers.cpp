@@ -1,6 +1,7 @@
 #include "train/layers.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -14,6 +15,7 @@
 #include <Eigen/Core>
 #include <spruce/core/error.hpp>
 #include <spruce/metrics/macs.hpp>
+#include <spruce/sparse/conv2d.hpp>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -80,82 +82,16 @@ void require_channels(const char* layer, std::size_t got, std::size_t want) {
                    .append("; pass an NCHW tensor with that many channels")));
 }
 
-// Valid output columns [lo, hi) of one kernel column `kj`: those whose input column
-// ox * stride + kj - pad lies inside [0, w).
-struct column_range {
-  std::size_t lo, hi;
-};
-column_range valid_columns(std::size_t w, std::size_t wo, std::size_t kj, std::size_t stride,
-                           std::size_t pad) {
-  std::size_t lo = kj >= pad ? 0 : (pad - kj + stride - 1) / stride;
-  std::size_t hi = w - 1 + pad >= kj ? (w - 1 + pad - kj) / stride + 1 : 0;
-  hi = std::min(hi, wo);
-  lo = std::min(lo, hi);
-  return {lo, hi};
+// The same-convolution geometry the VGG uses; spruce's im2col unfolds the input.
+spruce::sparse::conv2d_params conv_params(std::size_t k, std::size_t s, std::size_t pad) {
+  return {k, k, s, s, pad, pad, 1, 1};
 }
 
-// Unfolds images [0, g) of x (each c x h x w) into cols [c*k*k, g*ho*wo]: row (ci, ki, kj),
-// column (image, oy, ox) holds x[image, ci, oy*s + ki - pad, ox*s + kj - pad] or 0.
 template <class T>
 void im2col(const T* x, std::size_t g, std::size_t c, std::size_t h, std::size_t w, std::size_t k,
-            std::size_t s, std::size_t pad, std::size_t ho, std::size_t wo, T* cols) {
-  const std::size_t p = ho * wo, row_len = g * p;
-  // "Same" convolutions (stride 1, output as wide as the input) read each kernel offset's
-  // window as one shifted run of the plane: one block copy, then the columns that wrapped
-  // around a row edge are zeroed. The VGG's convolutions all take this path.
-  const bool same = s == 1 && wo == w && ho == h;
-  for (std::size_t ci = 0; ci < c; ++ci)
-    for (std::size_t ki = 0; ki < k; ++ki)
-      for (std::size_t kj = 0; kj < k; ++kj) {
-        T* row = cols + ((ci * k + ki) * k + kj) * row_len;
-        const auto [lo, hi] = valid_columns(w, wo, kj, s, pad);
-        if (same) {
-          // Output (oy, ox) reads plane[oy*w + ox + shift], shift = (ki - pad)*w + kj - pad.
-          const auto shift = (static_cast<std::ptrdiff_t>(ki) - static_cast<std::ptrdiff_t>(pad)) *
-                                 static_cast<std::ptrdiff_t>(w) +
-                             static_cast<std::ptrdiff_t>(kj) - static_cast<std::ptrdiff_t>(pad);
-          const auto total = static_cast<std::ptrdiff_t>(p);
-          const std::ptrdiff_t begin = std::max<std::ptrdiff_t>(0, -shift);
-          const std::ptrdiff_t end = std::min<std::ptrdiff_t>(total, total - shift);
-          for (std::size_t img = 0; img < g; ++img) {
-            const T* plane = x + (img * c + ci) * p;
-            T* out = row + img * p;
-            if (begin >= end) {
-              std::fill(out, out + p, T(0));
-              continue;
-            }
-            std::fill(out, out + begin, T(0));
-            std::copy(plane + begin + shift, plane + end + shift, out + begin);
-            std::fill(out + end, out + total, T(0));
-            for (std::size_t oy = 0; oy < ho; ++oy) {
-              for (std::size_t ox = 0; ox < lo; ++ox) out[oy * wo + ox] = T(0);
-              for (std::size_t ox = hi; ox < wo; ++ox) out[oy * wo + ox] = T(0);
-            }
-          }
-          continue;
-        }
-        for (std::size_t img = 0; img < g; ++img) {
-          const T* plane = x + (img * c + ci) * h * w;
-          for (std::size_t oy = 0; oy < ho; ++oy) {
-            T* out = row + img * p + oy * wo;
-            const std::size_t iy = oy * s + ki;  // padded coordinate
-            if (iy < pad || iy - pad >= h) {
-              std::fill(out, out + wo, T(0));
-              continue;
-            }
-            std::fill(out, out + lo, T(0));
-            if (lo < hi) {
-              // input column of ox is lo*s + kj - pad + (ox - lo)*s, never below 0 from lo on
-              const T* in = plane + (iy - pad) * w + (lo * s + kj - pad);
-              if (s == 1)
-                std::copy(in, in + (hi - lo), out + lo);
-              else
-                for (std::size_t ox = lo; ox < hi; ++ox) out[ox] = in[(ox - lo) * s];
-            }
-            std::fill(out + hi, out + wo, T(0));
-          }
-        }
-      }
+            std::size_t s, std::size_t pad, T* cols) {
+  const std::array<std::size_t, 4> shape{g, c, h, w};
+  spruce::sparse::im2col(spruce::tensor_ref<const T>(x, shape), conv_params(k, s, pad), cols);
 }
 
 // The adjoint of im2col: adds every column entry back onto the input position it was read
@@ -176,7 +112,7 @@ void col2im(T* cols, std::size_t g, std::size_t c, std::size_t h, std::size_t w,
           for (std::size_t kj = 0; kj < k; ++kj) {
             if (ki == pad && kj == pad) continue;
             T* row = cols + ((ci * k + ki) * k + kj) * row_len + img * p;
-            const auto [lo, hi] = valid_columns(w, wo, kj, s, pad);
+            const auto [lo, hi] = spruce::sparse::valid_outputs(w, wo, kj, s, pad);
             for (std::size_t oy = 0; oy < ho; ++oy) {
               for (std::size_t ox = 0; ox < lo; ++ox) row[oy * wo + ox] = T(0);
               for (std::size_t ox = hi; ox < wo; ++ox) row[oy * wo + ox] = T(0);
@@ -202,7 +138,7 @@ void col2im(T* cols, std::size_t g, std::size_t c, std::size_t h, std::size_t w,
       for (std::size_t ki = 0; ki < k; ++ki)
         for (std::size_t kj = 0; kj < k; ++kj) {
           const T* row = cols + ((ci * k + ki) * k + kj) * row_len + img * p;
-          const auto [lo, hi] = valid_columns(w, wo, kj, s, pad);
+          const auto [lo, hi] = spruce::sparse::valid_outputs(w, wo, kj, s, pad);
           for (std::size_t oy = 0; oy < ho; ++oy) {
             const std::size_t iy = oy * s + ki;
             if (iy < pad || iy - pad >= h || lo == hi) continue;
@@ -290,8 +226,7 @@ SPRUCE_TRAIN_OMP(omp parallel for schedule(dynamic, 1) num_threads(static_cast<i
     auto& s = scratch_[static_cast<std::size_t>(thread_id())];
     const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
     const std::size_t width = g * positions;
-    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo,
-           s.cols.data());
+    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
     const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
                                  static_cast<Eigen::Index>(width));
     T* out = y.data() + first * out_ * positions;
@@ -355,8 +290,7 @@ SPRUCE_TRAIN_OMP(omp parallel for schedule(dynamic, 1) num_threads(static_cast<i
     }
     const const_matrix_map<T> gm(grad, static_cast<Eigen::Index>(out_),
                                  static_cast<Eigen::Index>(width));
-    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo,
-           s.cols.data());
+    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
     const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
                                  static_cast<Eigen::Index>(width));
     T* dw = chunk_grads_.data() + chunk * slot;

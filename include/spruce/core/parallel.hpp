@@ -32,7 +32,9 @@ inline int max_threads() noexcept {
 template <class F>
 void parallel_chunks(std::size_t n, F&& f, std::size_t min_parallel = parallel_threshold) {
 #if SPRUCE_HAS_OPENMP
-  if (n >= min_parallel && omp_get_max_threads() > 1) {
+  // Called from inside a parallel region (a caller's own OpenMP loop), the work stays on
+  // the calling thread rather than nesting a team.
+  if (n >= min_parallel && omp_get_max_threads() > 1 && !omp_in_parallel()) {
 #pragma omp parallel
     {
       const std::size_t t = static_cast<std::size_t>(omp_get_thread_num());

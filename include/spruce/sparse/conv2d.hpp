@@ -22,11 +22,28 @@ struct conv2d_params {
   std::size_t dilation_h = 1, dilation_w = 1;
 };
 
+/// Output positions [lo, hi) along one axis whose input position o * stride + offset - pad
+/// (offset = kernel index * dilation) lies inside [0, in): the run of one kernel offset
+/// that im2col copies (and its adjoint, col2im, adds back), padding on either side.
+struct valid_run {
+  std::size_t lo, hi;
+};
+inline valid_run valid_outputs(std::size_t in, std::size_t out, std::size_t offset, std::size_t stride,
+                               std::size_t pad) noexcept {
+  std::size_t lo = offset >= pad ? 0 : (pad - offset + stride - 1) / stride;
+  std::size_t hi = in + pad > offset ? (in + pad - offset - 1) / stride + 1 : 0;
+  hi = std::min(hi, out);
+  return {std::min(lo, hi), hi};
+}
+
 /// Unfolds a batch of NCHW images into the im2col matrix [C * kh * kw, N * OH * OW]
 /// (row (c, ky, kx), column (n, oy, ox)), zeros where a window reaches into the padding.
 /// The weight viewed as [out, C * kh * kw] times this matrix is the convolution, with the
 /// batch folded into the GEMM's N so that small feature maps still give wide products.
-/// `cols` must hold C * kh * kw * N * OH * OW elements. Rows are split between threads.
+/// `cols` must hold C * kh * kw * N * OH * OW elements. Each output row is written as
+/// runs: the valid span of every kernel offset is one copy (one shifted block copy of the
+/// whole plane for "same" convolutions: stride 1, no dilation, output as large as the
+/// input), padding is filled around it. Rows are split between threads.
 template <class T>
 void im2col(const tensor_ref<const T>& input, const conv2d_params& p, T* cols) {
   if (input.rank() != 4 || !input.is_contiguous())
@@ -34,27 +51,53 @@ void im2col(const tensor_ref<const T>& input, const conv2d_params& p, T* cols) {
   const std::size_t n = input.extent(0), c = input.extent(1), h = input.extent(2), w = input.extent(3);
   const std::size_t oh = conv2d_output_extent(h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
   const std::size_t ow = conv2d_output_extent(w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
-  const std::size_t rows = c * p.kernel_h * p.kernel_w, width = n * oh * ow;
+  const std::size_t plane = oh * ow, rows = c * p.kernel_h * p.kernel_w, width = n * plane;
+  const bool same = p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 && p.dilation_w == 1 && oh == h && ow == w;
   const T* in = input.data();
   parallel_for(0, rows, [&](std::size_t r) {
     const std::size_t ch = r / (p.kernel_h * p.kernel_w);
     const std::size_t ky = r / p.kernel_w % p.kernel_h, kx = r % p.kernel_w;
-    T* dst = cols + r * width;
+    const auto [xlo, xhi] = valid_outputs(w, ow, kx * p.dilation_w, p.stride_w, p.pad_w);
+    const auto [ylo, yhi] = valid_outputs(h, oh, ky * p.dilation_h, p.stride_h, p.pad_h);
+    T* row = cols + r * width;
     for (std::size_t b = 0; b < n; ++b) {
-      const T* plane = in + (b * c + ch) * h * w;
-      for (std::size_t oy = 0; oy < oh; ++oy, dst += ow) {
-        // Signed arithmetic: the padded row index may be negative.
-        const long long y = static_cast<long long>(oy * p.stride_h + ky * p.dilation_h) - static_cast<long long>(p.pad_h);
-        if (y < 0 || y >= static_cast<long long>(h)) {
-          std::fill(dst, dst + ow, T(0));
-          continue;
+      const T* src = in + (b * c + ch) * h * w;
+      T* dst = row + b * plane;
+      if (same) {
+        // Output (oy, ox) reads src[oy * w + ox + shift]: one block copy of the valid rows,
+        // then the columns that wrapped around a row edge are zeroed.
+        const auto shift = (static_cast<std::ptrdiff_t>(ky) - static_cast<std::ptrdiff_t>(p.pad_h)) *
+                               static_cast<std::ptrdiff_t>(w) +
+                           static_cast<std::ptrdiff_t>(kx) - static_cast<std::ptrdiff_t>(p.pad_w);
+        // Clamped so that src + i + shift stays inside the plane (the first and last valid
+        // rows can reach one element past it; those are wrapped columns, zeroed below).
+        const auto total = static_cast<std::ptrdiff_t>(plane);
+        const std::ptrdiff_t begin = std::max(static_cast<std::ptrdiff_t>(ylo * ow), -shift);
+        const std::ptrdiff_t end = std::max(begin, std::min(static_cast<std::ptrdiff_t>(yhi * ow), total - shift));
+        std::fill(dst, dst + begin, T(0));
+        std::copy(src + begin + shift, src + end + shift, dst + begin);
+        std::fill(dst + end, dst + plane, T(0));
+        for (std::size_t oy = ylo; oy < yhi; ++oy) {
+          std::fill(dst + oy * ow, dst + oy * ow + xlo, T(0));
+          std::fill(dst + oy * ow + xhi, dst + (oy + 1) * ow, T(0));
         }
-        const T* src = plane + static_cast<std::size_t>(y) * w;
-        for (std::size_t ox = 0; ox < ow; ++ox) {
-          const long long x = static_cast<long long>(ox * p.stride_w + kx * p.dilation_w) - static_cast<long long>(p.pad_w);
-          dst[ox] = (x < 0 || x >= static_cast<long long>(w)) ? T(0) : src[x];
-        }
+        continue;
       }
+      std::fill(dst, dst + ylo * ow, T(0));
+      for (std::size_t oy = ylo; oy < yhi; ++oy) {
+        T* out = dst + oy * ow;
+        std::fill(out, out + xlo, T(0));
+        if (xlo < xhi) {
+          const std::size_t iy = oy * p.stride_h + ky * p.dilation_h - p.pad_h;
+          const T* line = src + iy * w + (xlo * p.stride_w + kx * p.dilation_w - p.pad_w);
+          if (p.stride_w == 1)
+            std::copy(line, line + (xhi - xlo), out + xlo);
+          else
+            for (std::size_t ox = xlo; ox < xhi; ++ox) out[ox] = line[(ox - xlo) * p.stride_w];
+        }
+        std::fill(out + xhi, out + ow, T(0));
+      }
+      std::fill(dst + yhi * ow, dst + plane, T(0));
     }
   }, rows * width >= parallel_threshold ? 2 : rows + 1);
 }
