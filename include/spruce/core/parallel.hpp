@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <utility>
 
 #include "spruce/core/config.hpp"
 
@@ -61,6 +62,25 @@ void parallel_for(std::size_t begin, std::size_t end, F&& f,
   parallel_chunks(end - begin, [&](std::size_t, std::size_t, std::size_t b, std::size_t e) {
     for (std::size_t i = begin + b; i < begin + e; ++i) f(i);
   }, min_parallel);
+}
+
+/// The total work of a loop (elements touched), for loops whose iteration count says
+/// little about it (a few long rows, many tiny ones): the overloads below take it in place
+/// of `min_parallel` and go parallel when it reaches `parallel_threshold` and there are at
+/// least two iterations to split.
+struct total_work {
+  std::size_t elements = 0;
+};
+
+template <class F>
+void parallel_chunks(std::size_t n, F&& f, total_work w) {
+  parallel_chunks(n, std::forward<F>(f), w.elements >= parallel_threshold ? std::size_t{2} : n + 1);
+}
+
+template <class F>
+void parallel_for(std::size_t begin, std::size_t end, F&& f, total_work w) {
+  const std::size_t n = end > begin ? end - begin : 0;
+  parallel_for(begin, end, std::forward<F>(f), w.elements >= parallel_threshold ? std::size_t{2} : n + 1);
 }
 
 }  // namespace spruce

@@ -163,7 +163,7 @@ std::vector<T> group_scores(const C& c, const criterion::inputs<T>& in,
       // Row units own disjoint groups: split them between threads.
       parallel_chunks(units, [&](std::size_t, std::size_t, std::size_t u0, std::size_t u1) {
         fold_rows(u0 * walk.row_tile, std::min(walk.rows, u1 * walk.row_tile), out.data());
-      }, n >= parallel_threshold ? 2 : units + 1);
+      }, total_work{n});
     } else {
       const std::size_t chunks = static_cast<std::size_t>(max_threads());
       std::vector<T> part(chunks * out.size(), c.template identity<T>());
@@ -171,7 +171,7 @@ std::vector<T> group_scores(const C& c, const criterion::inputs<T>& in,
       parallel_chunks(walk.rows, [&](std::size_t ch, std::size_t, std::size_t r0, std::size_t r1) {
         used[ch] = 1;
         fold_rows(r0, r1, part.data() + ch * out.size());
-      }, n >= parallel_threshold ? 2 : walk.rows + 1);
+      }, total_work{n});
       for (std::size_t ch = 0; ch < chunks; ++ch)
         if (used[ch])
           for (std::size_t i = 0; i < out.size(); ++i) out[i] = c.reduce(out[i], part[ch * out.size() + i]);
@@ -196,7 +196,7 @@ inline byte_buffer expand_groups(const granularity::group_layout& layout,
         std::fill_n(out.data() + r * row_len + j * walk.run, walk.run,
                     group_keep[base + walk.run_group[j]]);
     }
-  }, layout.size() >= parallel_threshold ? 2 : walk.rows + 1);
+  }, total_work{layout.size()});
   return out;
 }
 

@@ -99,7 +99,7 @@ void im2col(const tensor_ref<const T>& input, const conv2d_params& p, T* cols) {
       }
       std::fill(dst + yhi * ow, dst + plane, T(0));
     }
-  }, rows * width >= parallel_threshold ? 2 : rows + 1);
+  }, total_work{rows * width});
 }
 
 /// Scratch for `conv2d`: the im2col matrix and the [out, N * OH * OW] product. Reuse one
@@ -156,7 +156,7 @@ void conv2d(const Sparse& weight, const tensor_ref<const T>& input, const tensor
     T* dst = o + job * hw;
     const T add = bias ? bias[co] : T(0);
     for (std::size_t i = 0; i < hw; ++i) dst[i] = src[i] + add;
-  }, out * width >= parallel_threshold ? 2 : n * out + 1);
+  }, total_work{out * width});
 }
 
 /// `conv2d` with a workspace of its own (allocates per call).

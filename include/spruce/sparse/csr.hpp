@@ -331,7 +331,7 @@ void csr_narrow(const csr_matrix<T, Index>& a, const dense_operand<const T>& b, 
       for (std::size_t j = 0; j < n; ++j) acc[j] += v * brow[j * b.cs];
     }
     store_panel(c, i, 0, n, acc, alpha, beta, true);
-  }, a.nnz() * n + a.rows() >= parallel_threshold ? 2 : a.rows() + 1);
+  }, total_work{a.nnz() * n + a.rows()});
 }
 
 }  // namespace detail
@@ -379,7 +379,7 @@ void spmm(const csr_matrix<T, Index>& a, const tensor_ref<const T>& b, const ten
       for (std::size_t s = 1; s < slices; ++s)
         bi[s] = static_cast<Index>(std::lower_bound(ci + bi[s - 1], ci + rp[i + 1], static_cast<Index>(s * slice)) - ci);
       bi[slices] = rp[i + 1];
-    }, a.nnz() >= parallel_threshold ? 2 : m + 1);
+    }, total_work{a.nnz()});
   }
   detail::for_each_panel<T, P>(m, bo.cols, a.nnz() * bo.cols + m * bo.cols, slice * P + P,
                                [&](std::size_t j0, std::size_t len, std::size_t r0, std::size_t r1, T* scratch) {

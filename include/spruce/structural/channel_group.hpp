@@ -140,7 +140,7 @@ class channel_group {
       parallel_for(0, outer * channels, [&](std::size_t r) {
         const std::size_t o = r / channels, j = r % channels;
         std::memcpy(dst + r * block, copy.data() + (o * channels + order[j]) * block, block * sizeof(T));
-      }, m.view.size() >= parallel_threshold ? 2 : outer * channels + 1);
+      }, total_work{m.view.size()});
     }
   }
 
