@@ -3,6 +3,21 @@
 #include <cstddef>
 #include <cstring>
 
+/// SPRUCE_SIMD_ABI names the vector width a translation unit is compiled for. Every
+/// function whose body depends on that width (the sparse products and whatever calls them)
+/// is declared inside `inline namespace SPRUCE_SIMD_ABI`, so two translation units built
+/// with different `-m` flags instantiate differently *named* functions instead of two
+/// different bodies of one inline function (an ODR violation the linker resolves silently,
+/// possibly to code the running CPU cannot execute). Names in source code do not change:
+/// the namespace is inline.
+#if defined(__AVX512F__)
+#define SPRUCE_SIMD_ABI simd_w64
+#elif defined(__AVX__)
+#define SPRUCE_SIMD_ABI simd_w32
+#else
+#define SPRUCE_SIMD_ABI simd_w16
+#endif
+
 namespace spruce::detail {
 
 /// Bytes of the widest vector register the translation unit is compiled for: 64 with

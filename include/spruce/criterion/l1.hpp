@@ -8,6 +8,7 @@ namespace spruce::criterion {
 
 /// Magnitude: |w| per weight, summed over a group (the L1 norm of the group).
 struct l1 {
+  static constexpr bool orders_like_magnitude = true;
   static constexpr bool needs_grad = false;
   static constexpr bool needs_hessian = false;
   template <class T> SPRUCE_HD T element(T w, T, T) const { return std::abs(w); }

@@ -10,6 +10,7 @@ namespace spruce::granularity {
 
 /// Fine-grained: every weight is its own group.
 struct element {
+  static constexpr bool one_weight_per_group = true;
   group_layout layout(std::span<const std::size_t> shape, const std::string& name = {}) const {
     detail::require_rank(shape, 1, "element", name);
     std::array<bool, max_rank> reduce{};

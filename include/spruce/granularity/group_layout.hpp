@@ -96,4 +96,15 @@ concept group_granularity = requires(const G& g, std::span<const std::size_t> sh
   { g.layout(shape, name) } -> std::same_as<group_layout>;
 };
 
+/// Trait: every weight is its own group, numbered in flat row-major order (the element
+/// granularity). Fast paths ask this trait, never the type; a user granularity opts in by
+/// declaring `static constexpr bool one_weight_per_group = true;`.
+template <class G>
+inline constexpr bool one_weight_per_group_v = [] {
+  if constexpr (requires { G::one_weight_per_group; })
+    return static_cast<bool>(G::one_weight_per_group);
+  else
+    return false;
+}();
+
 }  // namespace spruce::granularity
