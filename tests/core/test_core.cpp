@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 #include <span>
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include "spruce/spruce.hpp"
@@ -86,6 +88,53 @@ TEST_CASE("parallel_chunks covers the range in order") {
     });
     for (std::size_t i = 0; i < n; ++i) REQUIRE(hit[i] == 1);
   }
+}
+
+TEST_CASE("parallel_chunks: chunks are contiguous and ordered, nested and concurrent calls stay correct") {
+  const std::size_t n = 1'000'003;
+  std::vector<std::size_t> begins(static_cast<std::size_t>(max_threads()) + 1, 0), ends = begins;
+  std::size_t count = 0;
+  parallel_chunks(n, [&](std::size_t c, std::size_t nc, std::size_t b, std::size_t e) {
+    begins[c] = b;
+    ends[c] = e;
+    if (c == 0) count = nc;
+  });
+  REQUIRE(count >= 1);
+  REQUIRE(count <= static_cast<std::size_t>(max_threads()));
+  CHECK(begins[0] == 0);
+  CHECK(ends[count - 1] == n);
+  for (std::size_t c = 1; c < count; ++c) CHECK(begins[c] == ends[c - 1]);
+
+  // A kernel called from inside a chunk runs on that thread (no deadlock, full coverage).
+  std::vector<std::atomic<int>> inner(64);
+  parallel_for(0, 64, [&](std::size_t i) {
+    std::vector<int> local(50'000, 0);
+    parallel_for(0, local.size(), [&](std::size_t j) { local[j] = 1; });
+    int sum = 0;
+    for (int v : local) sum += v;
+    inner[i] = sum;
+  }, 2);
+  for (auto& v : inner) CHECK(v == 50'000);
+
+  // Several user threads calling at once: one gets the helpers, the others run alone.
+  std::vector<std::thread> users;
+  std::vector<long long> sums(4, 0);
+  for (std::size_t u = 0; u < sums.size(); ++u)
+    users.emplace_back([&, u] {
+      for (int rep = 0; rep < 20; ++rep) {
+        std::vector<long long> part(static_cast<std::size_t>(max_threads()), 0);
+        parallel_chunks(200'000, [&](std::size_t c, std::size_t, std::size_t b, std::size_t e) {
+          long long s = 0;
+          for (std::size_t i = b; i < e; ++i) s += static_cast<long long>(i);
+          part[c] = s;
+        });
+        long long s = 0;
+        for (long long v : part) s += v;
+        sums[u] += s;
+      }
+    });
+  for (auto& t : users) t.join();
+  for (long long s : sums) CHECK(s == 20LL * (200'000LL * 199'999LL / 2));
 }
 
 TEST_CASE("tensor_ref from a pointer and a run-time shape") {
