@@ -16,3 +16,15 @@
 #else
 #define SPRUCE_HAS_OPENMP 0
 #endif
+
+namespace spruce::detail {
+
+/// std::bit_cast for the shared kernel bodies: std::bit_cast is a host-only constexpr
+/// function under nvcc, the builtin behind it works in host and device code alike.
+template <class To, class From>
+SPRUCE_HD constexpr To bit_cast(const From& x) noexcept {
+  static_assert(sizeof(To) == sizeof(From), "spruce::detail::bit_cast: sizes differ");
+  return __builtin_bit_cast(To, x);
+}
+
+}  // namespace spruce::detail

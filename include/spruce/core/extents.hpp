@@ -23,7 +23,7 @@ class extents {
   using index_type = std::size_t;
   using rank_type = std::size_t;
 
-  static constexpr rank_type rank() noexcept { return Rank; }
+  SPRUCE_HD static constexpr rank_type rank() noexcept { return Rank; }
 
   constexpr extents() noexcept = default;
 
@@ -31,7 +31,9 @@ class extents {
     requires(sizeof...(I) == Rank)
   constexpr explicit extents(I... e) noexcept : e_{static_cast<index_type>(e)...} {}
 
-  constexpr explicit extents(const std::array<index_type, Rank>& e) noexcept : e_(e) {}
+  constexpr explicit extents(const std::array<index_type, Rank>& e) noexcept {
+    for (rank_type r = 0; r < Rank; ++r) e_[r] = e[r];
+  }
 
   SPRUCE_HD constexpr index_type extent(rank_type r) const noexcept { return e_[r]; }
 
@@ -42,12 +44,19 @@ class extents {
     return s;
   }
 
-  constexpr const std::array<index_type, Rank>& array() const noexcept { return e_; }
+  /// The extents as a std::array (a copy).
+  constexpr std::array<index_type, Rank> array() const noexcept {
+    std::array<index_type, Rank> a{};
+    for (rank_type r = 0; r < Rank; ++r) a[r] = e_[r];
+    return a;
+  }
 
   friend constexpr bool operator==(const extents&, const extents&) = default;
 
  private:
-  std::array<index_type, Rank> e_{};
+  // A plain array: std::array's operator[] is host-only under nvcc, and extents are read
+  // by device code.
+  index_type e_[Rank]{};
 };
 
 template <std::integral... I>

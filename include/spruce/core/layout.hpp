@@ -61,8 +61,9 @@ struct layout_stride {
     static constexpr std::size_t rank = Extents::rank();
 
     constexpr mapping() noexcept = default;
-    constexpr mapping(const Extents& e, const std::array<index_type, rank>& s) noexcept
-        : e_(e), s_(s) {}
+    constexpr mapping(const Extents& e, const std::array<index_type, rank>& s) noexcept : e_(e) {
+      for (std::size_t r = 0; r < rank; ++r) s_[r] = s[r];
+    }
     /// Any row-major mapping is also a strided one.
     constexpr mapping(const layout_right::mapping<Extents>& m) noexcept : e_(m.extents()) {
       for (std::size_t r = 0; r < rank; ++r) s_[r] = m.stride(r);
@@ -70,7 +71,12 @@ struct layout_stride {
 
     SPRUCE_HD constexpr const Extents& extents() const noexcept { return e_; }
     SPRUCE_HD constexpr index_type stride(std::size_t r) const noexcept { return s_[r]; }
-    constexpr const std::array<index_type, rank>& strides() const noexcept { return s_; }
+    /// The strides as a std::array (a copy).
+    constexpr std::array<index_type, rank> strides() const noexcept {
+      std::array<index_type, rank> a{};
+      for (std::size_t r = 0; r < rank; ++r) a[r] = s_[r];
+      return a;
+    }
 
     template <class... I>
     SPRUCE_HD constexpr index_type operator()(I... idx) const noexcept {
@@ -108,7 +114,7 @@ struct layout_stride {
 
    private:
     Extents e_{};
-    std::array<index_type, rank> s_{};
+    index_type s_[rank]{};  // a plain array: device code reads it (see extents)
   };
 };
 

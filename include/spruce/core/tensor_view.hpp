@@ -33,7 +33,7 @@ class tensor_view {
   using data_handle_type = T*;
   using reference = T&;
 
-  static constexpr std::size_t rank() noexcept { return Extents::rank(); }
+  SPRUCE_HD static constexpr std::size_t rank() noexcept { return Extents::rank(); }
 
   constexpr tensor_view() noexcept = default;
   constexpr tensor_view(T* p, const mapping_type& m) noexcept : p_(p), m_(m) {}

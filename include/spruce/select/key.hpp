@@ -1,9 +1,7 @@
 #pragma once
 
-#include <bit>
 #include <concepts>
 #include <cstdint>
-#include <limits>
 #include <type_traits>
 
 #include "spruce/core/config.hpp"
@@ -29,7 +27,8 @@ template <class T>
 struct float_bits {
   using key_type = typename key_traits<T>::key_type;
   static constexpr key_type sign = key_type{1} << (sizeof(T) * 8 - 1);
-  static constexpr key_type inf = std::bit_cast<key_type>(std::numeric_limits<T>::infinity());
+  // +inf: every exponent bit set, mantissa clear (IEEE 754 binary32 / binary64).
+  static constexpr key_type inf = sizeof(T) == 4 ? key_type(0x7F800000u) : key_type(0x7FF0000000000000ull);
 };
 }  // namespace detail
 
@@ -49,12 +48,12 @@ struct by_value : private detail::float_bits<T> {
   using detail::float_bits<T>::sign;
 
   SPRUCE_HD static constexpr key_type key(T x) noexcept {
-    key_type b = std::bit_cast<key_type>(x);
+    key_type b = spruce::detail::bit_cast<key_type>(x);
     if ((b & ~sign) == 0) b = 0;  // -0 -> +0
     return (b & sign) ? ~b : (b | sign);
   }
   SPRUCE_HD static constexpr T value(key_type k) noexcept {
-    return std::bit_cast<T>((k & sign) ? (k & ~sign) : ~k);
+    return spruce::detail::bit_cast<T>((k & sign) ? (k & ~sign) : ~k);
   }
   static constexpr key_type min_key = ~(detail::float_bits<T>::inf | sign);  // key(-inf)
   static constexpr key_type max_key = detail::float_bits<T>::inf | sign;     // key(+inf)
@@ -70,9 +69,9 @@ struct by_magnitude : private detail::float_bits<T> {
   using detail::float_bits<T>::sign;
 
   SPRUCE_HD static constexpr key_type key(T x) noexcept {
-    return std::bit_cast<key_type>(x) & ~sign;
+    return spruce::detail::bit_cast<key_type>(x) & ~sign;
   }
-  SPRUCE_HD static constexpr T value(key_type k) noexcept { return std::bit_cast<T>(k); }
+  SPRUCE_HD static constexpr T value(key_type k) noexcept { return spruce::detail::bit_cast<T>(k); }
   static constexpr key_type min_key = 0;         // key(0)
   static constexpr key_type max_key = detail::float_bits<T>::inf;  // key(inf)
 };
