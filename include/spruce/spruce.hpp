@@ -53,6 +53,7 @@
 #include "spruce/prune/scope.hpp"
 #include "spruce/granularity/n_m.hpp"
 #include "spruce/structural/channel_group.hpp"
+#include "spruce/prune/n_m.hpp"
 #include "spruce/structural/slimming.hpp"
 #include "spruce/structural/sequential.hpp"
 #include "spruce/sparse/choose.hpp"

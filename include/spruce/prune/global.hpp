@@ -11,12 +11,14 @@
 #include "spruce/core/elementwise.hpp"
 #include "spruce/core/error.hpp"
 #include "spruce/core/tensor_ref.hpp"
-#include "spruce/criterion/l1.hpp"
-#include "spruce/granularity/element.hpp"
+#include "spruce/criterion/criterion.hpp"
+#include "spruce/granularity/group_layout.hpp"
+#include "spruce/granularity/n_m.hpp"
 #include "spruce/prune/group_scores.hpp"
 #include "spruce/prune/mask.hpp"
 #include "spruce/prune/masked_parameters.hpp"
 #include "spruce/prune/pruner.hpp"
+#include "spruce/prune/tensor_range.hpp"
 #include "spruce/selection/rule.hpp"
 
 namespace spruce {
@@ -41,6 +43,23 @@ struct global_part {
   std::size_t lo, hi;  // allowed pruned-group counts
 };
 
+inline void check_limits(const sparsity_limits& limits) {
+  if (!(limits.min >= 0.0 && limits.min <= limits.max && limits.max <= 1.0))
+    throw error("sparsity limits [" + std::to_string(limits.min) + ", " + std::to_string(limits.max) +
+                "] are not an interval inside [0, 1]; pass 0 <= min <= max <= 1");
+}
+
+template <class T>
+std::vector<std::string> unique_names(std::span<const named_tensor<T>> params) {
+  std::vector<std::string> names;
+  for (const auto& t : params) {
+    if (std::count(names.begin(), names.end(), t.name))
+      throw error("parameter name '" + t.name + "' appears twice; give every parameter a unique name");
+    names.push_back(t.name);
+  }
+  return names;
+}
+
 inline global_part limits_for(std::size_t groups, const sparsity_limits& l) {
   const auto g = static_cast<double>(groups);
   std::size_t hi = static_cast<std::size_t>(std::floor(l.max * g));
@@ -50,30 +69,13 @@ inline global_part limits_for(std::size_t groups, const sparsity_limits& l) {
   return {groups, lo, hi};
 }
 
-}  // namespace detail
-
-/// Global scope: one selection over the group scores of every tensor in `params`, as if
-/// the scores were concatenated in order (they never are), with the pruner's granularity,
-/// criterion and count rule (threshold or exact; `exact` breaks ties by tensor order, then
-/// index). Fine-grained L1 reads the weights directly. With `limits`, tensors whose share
-/// falls outside their bounds are fixed at the bound (exactly, ties by index) and the rest
-/// of the budget is re-selected among the others, until every tensor is within bounds. Returns one mask per
-/// tensor, in order; nothing is written. Throws spruce::error for duplicate names, bad
-/// limits, NaN scores (naming the tensor) or a bad rule parameter.
 template <granularity::group_granularity G, criterion::any_criterion C, selection::count_rule S,
           select::score_type T>
-std::vector<mask> global_masks(const pruner<G, C, S>& p, std::span<const named_tensor<T>> params,
-                               const sparsity_limits& limits = {}) {
-  if (!(limits.min >= 0.0 && limits.min <= limits.max && limits.max <= 1.0))
-    throw error("sparsity limits [" + std::to_string(limits.min) + ", " + std::to_string(limits.max) +
-                "] are not an interval inside [0, 1]; pass 0 <= min <= max <= 1");
-  std::vector<std::string> names;
-  for (const auto& t : params) {
-    if (std::count(names.begin(), names.end(), t.name))
-      throw error("parameter name '" + t.name + "' appears twice; give every parameter a unique name");
-    names.push_back(t.name);
-  }
-  constexpr bool fused = std::is_same_v<G, granularity::element> && std::is_same_v<C, criterion::l1>;
+std::vector<mask> global_masks_of(const pruner<G, C, S>& p, std::span<const named_tensor<T>> params,
+                                  const sparsity_limits& limits) {
+  check_limits(limits);
+  const std::vector<std::string> names = unique_names(params);
+  constexpr bool fused = granularity::one_weight_per_group_v<G> && criterion::orders_like_magnitude_v<C>;
   const std::size_t nt = params.size();
   // Scores per tensor: the weights themselves (fused L1) or each tensor's group scores.
   std::vector<std::vector<T>> owned(nt);
@@ -88,7 +90,7 @@ std::vector<mask> global_masks(const pruner<G, C, S>& p, std::span<const named_t
         parts[i] = {w.data(), w.size()};
       } else {
         owned[i].resize(w.size());
-        detail::gather(w, owned[i].data());
+        gather(w, owned[i].data());
         parts[i] = owned[i];
       }
     } else {
@@ -97,9 +99,9 @@ std::vector<mask> global_masks(const pruner<G, C, S>& p, std::span<const named_t
     }
   }
   std::size_t total = 0;
-  std::vector<detail::global_part> bound(nt);
+  std::vector<global_part> bound(nt);
   for (std::size_t i = 0; i < nt; ++i) {
-    bound[i] = detail::limits_for(parts[i].size(), limits);
+    bound[i] = limits_for(parts[i].size(), limits);
     total += parts[i].size();
   }
   std::size_t budget = p.selection.count(total, "the global selection");
@@ -157,16 +159,65 @@ std::vector<mask> global_masks(const pruner<G, C, S>& p, std::span<const named_t
   return out;
 }
 
+
+/// Global scope under an N:M granularity: the pattern is local to each group of M weights,
+/// so "one selection over every tensor" leaves each tensor its own N:M mask.
+template <granularity::n_m_granularity G, criterion::any_criterion C, class S, select::score_type T>
+std::vector<mask> global_n_m_masks(const pruner<G, C, S>& p, std::span<const named_tensor<T>> params,
+                                   const sparsity_limits& limits) {
+  check_limits(limits);
+  unique_names(params);
+  if (limits.bounded())
+    throw error("sparsity_limits bound each tensor's share of one global cut, but the pruner's " +
+                n_m_string(p.granularity.pattern().n, p.granularity.pattern().m) +
+                " pattern makes no global cut: it keeps N of every M weights in each group, which "
+                "fixes every tensor's sparsity at 1 - N/M; drop the limits (pass {}), or use a "
+                "group granularity for a bounded global selection");
+  std::vector<mask> out;
+  out.reserve(params.size());
+  for (const auto& t : params) out.push_back(p.compute(tensor_ref<const T>(t.view), t.name));
+  return out;
+}
+
+}  // namespace detail
+
+/// Global scope: one selection over the group scores of every tensor in `params`, as if
+/// the scores were concatenated in order (they never are), with the pruner's granularity,
+/// criterion and count rule (threshold or exact; `exact` breaks ties by tensor order, then
+/// index). Element granularity with a criterion that orders like |w| (L1, or a user criterion
+/// declaring `orders_like_magnitude`) reads the weights directly. With `limits`, tensors whose share
+/// falls outside their bounds are fixed at the bound (exactly, ties by index) and the rest
+/// of the budget is re-selected among the others, until every tensor is within bounds. Returns one mask per
+/// tensor, in order; nothing is written. Throws spruce::error for duplicate names, bad
+/// limits, NaN scores (naming the tensor) or a bad rule parameter. `params` is any contiguous
+/// range of named tensors (a std::vector, std::array or std::span).
+///
+/// With an N:M granularity the pattern is local (N of every M consecutive weights), so
+/// global scope gives each tensor its own N:M mask, exactly what the pruner computes for
+/// it alone; the selection rule is not consulted, and bounded `limits` are an error (a
+/// pattern fixes every tensor's sparsity at 1 - N/M, so there is no cut to bound).
+template <pruner_granularity G, criterion::any_criterion C, class S, named_tensor_range R>
+  requires select::score_type<named_tensor_value_t<R>> &&
+           (granularity::n_m_granularity<G> || selection::count_rule<S>)
+std::vector<mask> global_masks(const pruner<G, C, S>& p, const R& params, const sparsity_limits& limits = {}) {
+  if constexpr (granularity::n_m_granularity<G>)
+    return detail::global_n_m_masks(p, detail::as_tensor_span(params), limits);
+  else
+    return detail::global_masks_of(p, detail::as_tensor_span(params), limits);
+}
+
 /// Global scope, applied: computes the global masks, zeroes the pruned groups of every
 /// tensor and returns the registry that re-applies them after each optimizer step. On
 /// error nothing is written.
-template <granularity::group_granularity G, criterion::any_criterion C, selection::count_rule S,
-          select::score_type T>
-masked_parameters<T> global_prune(const pruner<G, C, S>& p, std::span<const named_tensor<T>> params,
-                                  const sparsity_limits& limits = {}) {
-  std::vector<mask> masks = global_masks(p, params, limits);
-  masked_parameters<T> reg;
-  for (std::size_t i = 0; i < params.size(); ++i) reg.add(params[i].name, params[i].view, std::move(masks[i]));
+template <pruner_granularity G, criterion::any_criterion C, class S, named_tensor_range R>
+  requires select::score_type<named_tensor_value_t<R>> &&
+           (granularity::n_m_granularity<G> || selection::count_rule<S>)
+masked_parameters<named_tensor_value_t<R>> global_prune(const pruner<G, C, S>& p, const R& params,
+                                                       const sparsity_limits& limits = {}) {
+  const auto ps = detail::as_tensor_span(params);
+  std::vector<mask> masks = global_masks(p, ps, limits);
+  masked_parameters<named_tensor_value_t<R>> reg;
+  for (std::size_t i = 0; i < ps.size(); ++i) reg.add(ps[i].name, ps[i].view, std::move(masks[i]));
   reg.apply();
   return reg;
 }

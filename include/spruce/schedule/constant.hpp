@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "spruce/schedule/schedule.hpp"
+#include "spruce/schedule/base.hpp"
 
 namespace spruce::schedule {
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <type_traits>
 
-#include "spruce/schedule/schedule.hpp"
+#include "spruce/schedule/base.hpp"
 
 namespace spruce::schedule {
 
