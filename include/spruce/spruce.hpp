@@ -33,6 +33,7 @@
 #include "spruce/granularity/filter.hpp"
 #include "spruce/granularity/channel.hpp"
 #include "spruce/granularity/block.hpp"
+#include "spruce/granularity/slice.hpp"
 #include "spruce/criterion/criterion.hpp"
 #include "spruce/criterion/l1.hpp"
 #include "spruce/criterion/l2.hpp"

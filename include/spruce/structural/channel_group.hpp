@@ -5,8 +5,10 @@
 #include <cstddef>
 #include <cstring>
 #include <numeric>
+#include <ranges>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -276,6 +278,22 @@ channel_group<T> join(std::string name, std::span<const channel_group<T>> parts)
     for (const auto& m : g.members()) all.push_back({g.name() + "/" + m.name, m.view, m.axis, m.factor});
   }
   return channel_group<T>(std::move(name), std::move(all), frozen);
+}
+
+namespace detail {
+template <class X>
+inline constexpr bool is_channel_group_v = false;
+template <class T>
+inline constexpr bool is_channel_group_v<channel_group<T>> = true;
+}  // namespace detail
+
+/// join over any contiguous range of channel groups (a std::vector, std::array, span, C
+/// array) with the element type deduced: `join("stage1", groups)`.
+template <std::ranges::contiguous_range R>
+  requires std::ranges::sized_range<R> && detail::is_channel_group_v<std::remove_cv_t<std::ranges::range_value_t<R>>>
+auto join(std::string name, const R& parts) {
+  using G = std::remove_cv_t<std::ranges::range_value_t<R>>;
+  return join(std::move(name), std::span<const G>(std::ranges::data(parts), std::ranges::size(parts)));
 }
 
 }  // namespace spruce::structural

@@ -1,17 +1,72 @@
 #pragma once
 
+#include <array>
+#include <concepts>
 #include <cstddef>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "spruce/core/error.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
 #include "spruce/criterion/l2.hpp"
 #include "spruce/structural/channel_group.hpp"
 
 namespace spruce::structural {
+
+/// How one conv of a sequential backbone maps its input size to its output size, for
+/// sequential_backbone::report (the kernel size is the weight's kh x kw, so it cannot
+/// disagree with the tensors). Values are (rows, columns), as torch's Conv2d takes them.
+/// `padding` is zeros added on each side; `same` (the default) keeps the input size, like
+/// torch's padding='same' and the lab VGG's 3x3 convs with padding 1. After the conv (and
+/// its BN and activation) an optional pool: window `pool` x `pool` (0 = none), stride
+/// `pool_stride` (0 = the window, torch's MaxPool2d default), no padding, floor mode.
+struct conv_geometry {
+  static constexpr std::size_t same = static_cast<std::size_t>(-1);
+  std::array<std::size_t, 2> padding{same, same};
+  std::array<std::size_t, 2> stride{1, 1};
+  std::array<std::size_t, 2> dilation{1, 1};
+  std::size_t pool = 0;
+  std::size_t pool_stride = 0;
+};
+
+namespace detail {
+
+// torch's Conv2d output size: floor((in + 2p - d(k-1) - 1) / s) + 1.
+inline std::size_t conv_out(std::size_t in, std::size_t k, std::size_t pad, std::size_t stride, std::size_t dilation,
+                            const std::string& name, const char* axis) {
+  if (stride == 0 || dilation == 0)
+    throw error("report: conv '" + name + "' has " + (stride == 0 ? "stride" : "dilation") + " 0 along its " + axis +
+                "; pass 1 or more");
+  if (pad == conv_geometry::same) {
+    if (stride != 1)
+      throw error("report: conv '" + name + "' has 'same' padding with stride " + std::to_string(stride) +
+                  " along its " + axis + " (torch refuses it too); pass the padding explicitly");
+    return in;
+  }
+  const std::size_t span = dilation * (k - 1) + 1;
+  if (in + 2 * pad < span)
+    throw error("report: conv '" + name + "' has a " + std::to_string(span) + "-wide (dilated) kernel along its " + axis +
+                " but its input is " + std::to_string(in) + " + 2 * " + std::to_string(pad) +
+                " padding; check the input size, paddings and pool positions");
+  return (in + 2 * pad - span) / stride + 1;
+}
+
+// torch's MaxPool2d / AvgPool2d(window, stride) output size without padding, floor mode.
+inline std::size_t pool_out(std::size_t in, std::size_t window, std::size_t stride, const std::string& name,
+                            const char* axis) {
+  if (window == 0) return in;
+  if (stride == 0) stride = window;
+  if (in < window)
+    throw error("report: the " + std::to_string(window) + "-wide pool after conv '" + name + "' does not fit its " +
+                axis + " of " + std::to_string(in) + "; check the input size and pool positions");
+  return (in - window) / stride + 1;
+}
+
+}  // namespace detail
 
 /// A sequential backbone, the lab's VGG: conv (-> BN) -> ReLU ... -> classifier. It holds
 /// the current views of every coupled tensor, builds the channel group between layer i and
@@ -31,7 +86,15 @@ class sequential_backbone {
     std::optional<bn_refs> bn{};
   };
 
-  void add_conv(std::string name, const tensor_ref<T>& weight, const tensor_ref<T>& bias = {}) {
+  /// Appends conv `name` with `weight` [out, in, kh, kw] (and an optional [out] bias);
+  /// any host view of T (tensor_view or tensor_ref) is accepted and held as a tensor_ref.
+  /// Throws when the weight is not 4-D or does not take the previous conv's outputs.
+  template <host_view W, host_view B = tensor_ref<T>>
+    requires std::convertible_to<decltype(to_ref(std::declval<const W&>())), tensor_ref<T>> &&
+             std::convertible_to<decltype(to_ref(std::declval<const B&>())), tensor_ref<T>>
+  void add_conv(std::string name, const W& weight_view, const B& bias_view = {}) {
+    const tensor_ref<T> weight = to_ref(weight_view);
+    const tensor_ref<T> bias = to_ref(bias_view);
     if (weight.rank() != 4)
       throw error("conv '" + name + "' weight has shape " + shape_string(weight.shape()) + "; pass [out, in, kh, kw]");
     if (!convs_.empty() && convs_.back().weight.extent(0) != weight.extent(1))
@@ -44,7 +107,12 @@ class sequential_backbone {
     if (convs_.empty()) throw error("add_bn: add the conv the BatchNorm follows first");
     convs_.back().bn = bn;
   }
-  void set_classifier(std::string name, const tensor_ref<T>& weight, std::size_t spatial = 1) {
+  /// Sets the classifier [out, in] that follows the last conv; `spatial` positions of each
+  /// channel feed it (a flattened conv output), 1 after global pooling. Any host view of T.
+  template <host_view W>
+    requires std::convertible_to<decltype(to_ref(std::declval<const W&>())), tensor_ref<T>>
+  void set_classifier(std::string name, const W& weight_view, std::size_t spatial = 1) {
+    const tensor_ref<T> weight = to_ref(weight_view);
     if (weight.rank() != 2)
       throw error("classifier '" + name + "' weight has shape " + shape_string(weight.shape()) + "; pass [out, in]");
     classifier_name_ = std::move(name);
@@ -109,28 +177,59 @@ class sequential_backbone {
     }
   }
 
-  /// Parameters and MACs of the backbone at input size h x w (3x3 convs with padding 1
-  /// keep the size; `pool_after[i]` halves it after conv i), per layer and in total.
+  /// Per-layer size and cost as report() gives it: the weight shape, parameters (weight,
+  /// bias, BN scale and shift; running statistics are buffers), multiply-accumulates, and
+  /// the spatial size the layer produces (after its pool, if any).
   struct layer_report {
     std::string name;
     std::vector<std::size_t> shape;
     std::size_t params;
     std::size_t macs;
+    std::size_t out_h = 0;
+    std::size_t out_w = 0;
   };
-  std::vector<layer_report> report(std::size_t h, std::size_t w, std::span<const bool> pool_after = {}) const {
+
+  /// Parameters and MACs of the backbone at input size h x w, each conv with the geometry
+  /// `geometry[i]` (padding, stride, dilation, the pool after it; kernel sizes are the
+  /// weights' own kh x kw), per layer and in total: a conv costs out*in*kh*kw MACs per output
+  /// position, the classifier out*in. `geometry` holds one entry per conv, or none for the
+  /// defaults everywhere (size-keeping 'same' padding, stride 1, no pool). Every size is
+  /// checked before anything is reported: a kernel or pool window that does not fit its
+  /// input, 'same' padding with a stride, a zero stride or dilation are spruce::errors
+  /// naming the layer.
+  std::vector<layer_report> report(std::size_t h, std::size_t w, std::span<const conv_geometry> geometry) const {
+    if (!geometry.empty() && geometry.size() != convs_.size())
+      throw error("report: " + std::to_string(geometry.size()) + " conv geometries for " +
+                  std::to_string(convs_.size()) + " convs; pass one per conv, or none for the defaults");
     std::vector<layer_report> out;
     for (std::size_t i = 0; i < convs_.size(); ++i) {
       const auto& c = convs_[i];
+      const conv_geometry g = geometry.empty() ? conv_geometry{} : geometry[i];
       const auto s = c.weight.shape();
-      std::size_t params = c.weight.size() + (c.bias.rank() ? c.bias.size() : 0) + (c.bn ? 2 * c.bn->gamma.size() : 0);
-      out.push_back({c.name, {s.begin(), s.end()}, params, c.weight.size() * h * w});
-      if (i < pool_after.size() && pool_after[i]) h /= 2, w /= 2;
+      const std::size_t oh = detail::conv_out(h, s[2], g.padding[0], g.stride[0], g.dilation[0], c.name, "height");
+      const std::size_t ow = detail::conv_out(w, s[3], g.padding[1], g.stride[1], g.dilation[1], c.name, "width");
+      h = detail::pool_out(oh, g.pool, g.pool_stride, c.name, "height");
+      w = detail::pool_out(ow, g.pool, g.pool_stride, c.name, "width");
+      const std::size_t params = c.weight.size() + (c.bias.rank() ? c.bias.size() : 0) + (c.bn ? 2 * c.bn->gamma.size() : 0);
+      out.push_back({c.name, {s.begin(), s.end()}, params, c.weight.size() * oh * ow, h, w});
     }
     if (classifier_.rank()) {
       const auto s = classifier_.shape();
-      out.push_back({classifier_name_, {s.begin(), s.end()}, classifier_.size() + s[0], classifier_.size()});
+      out.push_back({classifier_name_, {s.begin(), s.end()}, classifier_.size() + s[0], classifier_.size(), 1, 1});
     }
     return out;
+  }
+
+  /// The lab VGG's form: every conv keeps the size (3x3 with padding 1, or any 'same'
+  /// convolution) and `pool_after[i]` puts a 2x2 stride-2 pool after conv i (at most one flag per conv;
+  /// missing flags are false).
+  std::vector<layer_report> report(std::size_t h, std::size_t w, std::span<const bool> pool_after = {}) const {
+    if (pool_after.size() > convs_.size())
+      throw error("report: " + std::to_string(pool_after.size()) + " pool flags for " +
+                  std::to_string(convs_.size()) + " convs; pass at most one per conv");
+    std::vector<conv_geometry> g(convs_.size());
+    for (std::size_t i = 0; i < pool_after.size(); ++i) g[i].pool = pool_after[i] ? 2 : 0;
+    return report(h, w, std::span<const conv_geometry>(g));
   }
 
  private:
