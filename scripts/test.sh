@@ -6,7 +6,7 @@
 #  1. scripts/setup.sh installs any missing Debian packages;
 #  2. build/release: Release build of tests and examples, `ctest` (all labels);
 #  3. build/asan: RelWithDebInfo at -O1 with AddressSanitizer + UBSan (SPRUCE_SANITIZE),
-#     examples included; `ctest -LE "large|downstream|slow"`.
+#     examples included; `ctest -LE "large|downstream|slow|headers|nvcc"` (the header and nvcc checks do not change under sanitizers).
 # Extra arguments go to both ctest runs. Environment:
 #   SPRUCE_SKIP_ASAN=1   skip step 3 (quick local runs; CI runs everything)
 #   SPRUCE_JOBS=N        build/test parallelism (default: nproc)
@@ -106,7 +106,7 @@ else
   # initialise (and report "no device") under ASan. A caller's settings win.
   export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=0:detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1:protect_shadow_gap=0}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:report_error_type=1}
-  run_pass asan build/asan -LE 'large|downstream|slow' -- \
+  run_pass asan build/asan -LE 'large|downstream|slow|headers|nvcc' -- \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
       -DSPRUCE_SANITIZE=ON -DSPRUCE_BUILD_TESTS=ON -DSPRUCE_BUILD_EXAMPLES=ON \
       -DSPRUCE_BUILD_BENCHMARKS=OFF || status=1

@@ -1,6 +1,8 @@
 #pragma once
-// Opt-in adapter: spruce views over the memory of Eigen matrices, arrays, maps, blocks,
-// refs and tensors. spruce's core never includes Eigen; include this header to get it.
+// Opt-in adapter: spruce views over the memory of Eigen matrices, arrays, maps, blocks and
+// refs. spruce's core never includes Eigen; include this header to get it. Eigen's
+// (unsupported) Tensor module is heavy and separate: spruce/eigen_tensor.hpp adapts
+// Tensor, TensorFixedSize and TensorMap.
 //
 // Rules, decided here once so that every overload agrees:
 // - Nothing is copied: the view's data_handle() is the Eigen object's data().
@@ -17,7 +19,6 @@
 //   because they only point into memory that someone else owns.
 
 #include <Eigen/Core>
-#include <unsupported/Eigen/CXX11/Tensor>
 
 #include <array>
 #include <concepts>
@@ -72,27 +73,12 @@ inline constexpr bool eigen_packed_v<Eigen::Map<P, O, S>> =
     S::OuterStrideAtCompileTime == 0 &&
     (S::InnerStrideAtCompileTime == 0 || S::InnerStrideAtCompileTime == 1);
 
-/// Eigen tensors with raw, packed storage. `rank` is the number of indices.
+/// Eigen tensors with raw, packed storage. `rank` is the number of indices. The
+/// specializations for Eigen's tensor types live in spruce/eigen_tensor.hpp.
 template <class X>
 struct eigen_tensor_traits {
   static constexpr bool is_tensor = false;
 };
-template <class S, int R, int O, class I>
-struct eigen_tensor_traits<Eigen::Tensor<S, R, O, I>> {
-  static constexpr bool is_tensor = true, owning = true;
-  static constexpr std::size_t rank = static_cast<std::size_t>(R);
-};
-template <class S, class Dims, int O, class I>
-struct eigen_tensor_traits<Eigen::TensorFixedSize<S, Dims, O, I>> {
-  static constexpr bool is_tensor = true, owning = true;
-  static constexpr std::size_t rank = static_cast<std::size_t>(Dims::count);
-};
-template <class P, int O>
-struct eigen_tensor_traits<Eigen::TensorMap<P, O, Eigen::MakePointer>> {
-  static constexpr bool is_tensor = true, owning = false;
-  static constexpr std::size_t rank = static_cast<std::size_t>(P::NumIndices);
-};
-
 template <class X>
 concept eigen_tensor = eigen_tensor_traits<std::remove_cv_t<X>>::is_tensor;
 
@@ -154,36 +140,6 @@ auto make_view(X&& x) {
                                row_major ? std::array<std::size_t, 2>{outer, inner}
                                          : std::array<std::size_t, 2>{inner, outer});
     }
-  }
-}
-
-/// Lets spruce work on N-d weights (conv kernels, attention heads) held in Eigen tensors
-/// without copying them. Eigen's default column-major tensors become strided views with
-/// strides {1, d0, d0*d1, ...}, so `v(i, j, k)` is still `t(i, j, k)`; RowMajor tensors are
-/// already in spruce's flat order and become row-major views.
-template <class X>
-  requires detail::eigen_tensor<std::remove_reference_t<X>> &&
-           (std::is_lvalue_reference_v<X> || !detail::eigen_owning<std::remove_reference_t<X>>)
-auto make_view(X&& t) {
-  using D = std::remove_reference_t<X>;
-  using T = detail::eigen_element_t<D>;
-  constexpr std::size_t R = detail::eigen_tensor_traits<std::remove_cv_t<D>>::rank;
-  static_assert(R >= 1 && R <= max_rank,
-                "spruce::make_view: spruce views have rank 1 to 8; reshape the Eigen tensor "
-                "(e.g. a rank-0 tensor to rank 1) before viewing it");
-  std::array<std::size_t, R> shape{};
-  for (std::size_t r = 0; r < R; ++r) shape[r] = static_cast<std::size_t>(t.dimensions()[r]);
-  T* const p = t.data();
-  if constexpr (static_cast<int>(D::Layout) == static_cast<int>(Eigen::RowMajor)) {
-    return view<T, R>(p, extents<R>(shape));
-  } else {
-    std::array<std::size_t, R> strides{};
-    std::size_t s = 1;
-    for (std::size_t r = 0; r < R; ++r) {
-      strides[r] = s;
-      s *= shape[r];
-    }
-    return make_strided_view(p, shape, strides);
   }
 }
 

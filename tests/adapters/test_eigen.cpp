@@ -9,6 +9,7 @@
 
 #include "spruce/core/tensor_ref.hpp"
 #include "spruce/eigen.hpp"
+#include "spruce/eigen_tensor.hpp"
 
 namespace {
 
