@@ -193,44 +193,43 @@ TEST_CASE("a bit registry re-applies, zeroes gradients and makes permanent exact
   const mask conv_mask = random_mask(conv_shape, 1), fc_mask = random_mask(fc_shape, 2);
   const auto conv0 = random_values<float>(64 * 32 * 9, 3), fc0 = random_values<float>(300 * 211, 4);
 
-  struct model {
-    std::vector<float> conv, fc, gconv, gfc;
-    masked_parameters<float> reg;
-  };
-  auto build = [&](mask_storage s) {
-    model m{conv0, fc0, std::vector<float>(conv0.size(), 1.0f), std::vector<float>(fc0.size(), -1.0f),
-            masked_parameters<float>(s)};
+  auto build = [&]<class M>(M) {
+    struct model {
+      std::vector<float> conv, fc, gconv, gfc;
+      masked_parameters<float, M> reg;
+    } m{conv0, fc0, std::vector<float>(conv0.size(), 1.0f), std::vector<float>(fc0.size(), -1.0f), {}};
     m.reg.add("conv0.weight", make_view(m.conv, 64, 32, 3, 3), conv_mask);
     m.reg.add("fc.weight", make_view(m.fc, 300, 211), bit_mask(fc_mask));  // either kind goes in
     return m;
   };
-  model bytes = build(mask_storage::bytes), bits = build(mask_storage::bits);
-  CHECK(bits.reg.storage() == mask_storage::bits);
-  CHECK(bytes.reg.storage() == mask_storage::bytes);
+  auto bytes = build(mask{});
+  auto bits = build(bit_mask{});
+  static_assert(std::is_same_v<decltype(bits.reg)::mask_type, bit_mask>);
+  static_assert(std::is_same_v<decltype(bytes.reg)::mask_type, mask>);
 
   // The stored masks are the ones given, in either storage.
-  CHECK(bits.reg.at_bits("conv0.weight") == bit_mask(conv_mask));
+  CHECK(bits.reg.at("conv0.weight") == bit_mask(conv_mask));
   CHECK(bits.reg.keep_mask("fc.weight") == fc_mask);
   CHECK(bytes.reg.keep_mask("fc.weight") == fc_mask);
   CHECK(bytes.reg.at("fc.weight") == fc_mask);
-  CHECK(bits.reg.find_bits("fc.bias") == nullptr);
+  CHECK(bits.reg.find("fc.bias") == nullptr);
   CHECK(bits.reg.contains("fc.weight"));
   CHECK_FALSE(bits.reg.contains("fc.bias"));
-  for (const auto& e : bits.reg.entries()) {
-    CHECK(e.keep.empty());
-    CHECK(e.bits.words().size_bytes() * 8 < e.view.size() + 512);  // an eighth, rounded to words
-  }
+  for (const auto& e : bits.reg.entries())
+    CHECK(e.keep.words().size_bytes() * 8 < e.view.size() + 512);  // an eighth, rounded to words
 
-  for (auto* m : {&bytes, &bits}) {
-    m->reg.apply();
+  auto step = [&](auto& m) {
+    m.reg.apply();
     // A simulated optimizer step moves every weight, pruned ones included.
-    for (float& x : m->conv) x += 0.125f;
-    for (float& x : m->fc) x -= 0.25f;
-    m->reg.apply();
-    const std::vector<named_tensor<float>> grads{{"fc.weight", make_view(m->gfc, 300, 211)},
-                                                 {"conv0.weight", make_view(m->gconv, 64, 32, 3, 3)}};
-    m->reg.apply_to_gradients(grads);
-  }
+    for (float& x : m.conv) x += 0.125f;
+    for (float& x : m.fc) x -= 0.25f;
+    m.reg.apply();
+    const std::vector<named_tensor<float>> grads{{"fc.weight", make_view(m.gfc, 300, 211)},
+                                                 {"conv0.weight", make_view(m.gconv, 64, 32, 3, 3)}};
+    m.reg.apply_to_gradients(grads);
+  };
+  step(bytes);
+  step(bits);
   CHECK(same_bits(bits.conv, bytes.conv));
   CHECK(same_bits(bits.fc, bytes.fc));
   CHECK(same_bits(bits.gconv, bytes.gconv));
@@ -242,17 +241,17 @@ TEST_CASE("a bit registry re-applies, zeroes gradients and makes permanent exact
   CHECK(count_nonzero(make_view(bits.gconv)) == conv_mask.count_kept());
 
   // Converting storage keeps the masks; converting back is lossless.
-  masked_parameters<float> moved = bytes.reg;
-  moved.set_storage(mask_storage::bits);
-  CHECK(moved.at_bits("conv0.weight") == bits.reg.at_bits("conv0.weight"));
-  moved.set_storage(mask_storage::bytes);
-  CHECK(moved.at("conv0.weight") == conv_mask);
+  const masked_parameters<float, bit_mask> moved = bytes.reg.with_storage<bit_mask>();
+  CHECK(moved.at("conv0.weight") == bits.reg.at("conv0.weight"));
+  CHECK(moved.with_storage<mask>().at("conv0.weight") == conv_mask);
 
-  for (auto* m : {&bytes, &bits}) {
-    for (float& x : m->fc) x += 1.0f;
-    m->reg.make_permanent();
-    CHECK(m->reg.empty());
-  }
+  auto finish = [&](auto& m) {
+    for (float& x : m.fc) x += 1.0f;
+    m.reg.make_permanent();
+    CHECK(m.reg.empty());
+  };
+  finish(bytes);
+  finish(bits);
   CHECK(same_bits(bits.fc, bytes.fc));
   CHECK(count_nonzero(make_view(bits.fc)) <= fc_mask.count_kept());
 }
@@ -260,7 +259,7 @@ TEST_CASE("a bit registry re-applies, zeroes gradients and makes permanent exact
 TEST_CASE("a bit registry reports bad input and changes nothing") {
   std::vector<float> w{1, 2, 3, 4, 5, 6}, g(6, 1.0f);
   const std::array<std::size_t, 2> s23{2, 3}, s32{3, 2};
-  masked_parameters<float> reg(mask_storage::bits);
+  masked_parameters<float, bit_mask> reg;
   CHECK_THROWS_WITH_AS(reg.add("w", make_view(w, 2, 3), mask(s32, 0)), doctest::Contains("does not match"),
                        spruce::error);
   CHECK(reg.empty());
@@ -271,16 +270,15 @@ TEST_CASE("a bit registry reports bad input and changes nothing") {
   CHECK(reg.size() == 1);
 
   // Unknown names.
-  CHECK_THROWS_WITH_AS((void)reg.at_bits("v"), doctest::Contains("'v' has no mask"), spruce::error);
+  CHECK_THROWS_WITH_AS((void)reg.at("v"), doctest::Contains("'v' has no mask"), spruce::error);
+  CHECK(reg.find("v") == nullptr);
   CHECK_THROWS_WITH_AS((void)reg.keep_mask("v"), doctest::Contains("'v' has no mask"), spruce::error);
   const std::vector<named_tensor<float>> unknown{{"v", make_view(g, 2, 3)}};
   CHECK_THROWS_WITH_AS(reg.apply_to_gradients(unknown), doctest::Contains("no registered mask"), spruce::error);
 
-  // The byte accessors refuse rather than answer "not registered", and vice versa.
-  CHECK_THROWS_WITH_AS((void)reg.at("w"), doctest::Contains("use at_bits(name)"), spruce::error);
-  CHECK_THROWS_WITH_AS((void)reg.find("w"), doctest::Contains("use find_bits(name)"), spruce::error);
-  masked_parameters<float> byte_reg;
-  CHECK_THROWS_WITH_AS((void)byte_reg.at_bits("w"), doctest::Contains("stores bytes"), spruce::error);
+  // The storage is the type's: a bit registry hands out packed masks only.
+  static_assert(std::is_same_v<decltype(reg.at("w")), const bit_mask&>);
+  CHECK(reg.at("w") == bit_mask(m));
 
   // A gradient of another shape: all are checked before any is written.
   std::vector<float> g2(6, 1.0f);

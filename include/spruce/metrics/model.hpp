@@ -8,6 +8,7 @@
 
 #include "spruce/core/error.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
 #include "spruce/core/tensor_view.hpp"
 #include "spruce/metrics/size.hpp"
 #include "spruce/metrics/sparsity.hpp"
@@ -21,12 +22,8 @@ template <class T, class S>
 std::uint64_t entry_size(const named_tensor<T, S>& t) noexcept {
   return t.view.size();
 }
-template <class T, class S>
-std::uint64_t entry_size(const tensor_ref<T, S>& t) noexcept {
-  return t.size();
-}
-template <class T, class E, class L, class S>
-std::uint64_t entry_size(const tensor_view<T, E, L, S>& t) noexcept {
+template <any_view V>
+std::uint64_t entry_size(const V& t) noexcept {
   return t.size();
 }
 

@@ -14,6 +14,7 @@
 #include "spruce/core/parallel.hpp"
 #include "spruce/core/shape.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
 #include "spruce/core/tensor_view.hpp"
 
 namespace spruce {
@@ -177,16 +178,11 @@ void check_data(const tensor_ref<T, Space>& t, const std::string& name) {
 /// zero and NaN is nonzero (a NaN weight is not a pruned one). Works for any element type
 /// that compares with its value-initialised zero and for any strides; an empty tensor has
 /// none. Throws spruce::error for a null data pointer with a non-zero size.
-template <class T, class Space>
-std::size_t count_nonzero(const tensor_ref<T, Space>& t) {
+template <any_view V>
+std::size_t count_nonzero(const V& v) {
+  const auto t = to_ref(v);
   detail::metrics::check_data(t, std::string());
-  return count_nonzero_backend<Space>::count(t);
-}
-
-/// count_nonzero of a fixed-rank view (row-major or strided); see the tensor_ref overload.
-template <class T, class E, class L, class Space>
-std::size_t count_nonzero(const tensor_view<T, E, L, Space>& v) {
-  return count_nonzero(tensor_ref<T, Space>(v));
+  return count_nonzero_backend<view_space_t<V>>::count(t);
 }
 
 /// count_nonzero of a model parameter; a failure message names the parameter.
@@ -199,17 +195,11 @@ std::size_t count_nonzero(const named_tensor<T, Space>& t) {
 /// Fraction of the elements of `t` that are exactly zero, `1 - count_nonzero / size`, in
 /// double, which is the MIT lab's `get_sparsity` digit for digit. -0.0 counts as zero and
 /// NaN as nonzero; an empty tensor has sparsity 0 (nothing has been pruned from it).
-template <class T, class Space>
-double sparsity(const tensor_ref<T, Space>& t) {
-  const std::size_t nnz = count_nonzero(t);
-  const std::size_t n = t.size();
+template <any_view V>
+double sparsity(const V& v) {
+  const std::size_t nnz = count_nonzero(v);
+  const std::size_t n = v.size();
   return n == 0 ? 0.0 : 1.0 - static_cast<double>(nnz) / static_cast<double>(n);
-}
-
-/// sparsity of a fixed-rank view (row-major or strided); see the tensor_ref overload.
-template <class T, class E, class L, class Space>
-double sparsity(const tensor_view<T, E, L, Space>& v) {
-  return sparsity(tensor_ref<T, Space>(v));
 }
 
 /// sparsity of a model parameter; a failure message names the parameter.

@@ -17,6 +17,7 @@
 #include "spruce/core/parallel.hpp"
 #include "spruce/core/shape.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
 #include "spruce/prune/mask.hpp"
 
 namespace spruce {
@@ -232,17 +233,12 @@ void apply_keep_bits(const tensor_ref<T>& w, const std::uint64_t* keep) {
 /// Zeroes the elements of `w` whose mask bit is 0 (sets them to +0), exactly as
 /// apply_mask with the equivalent byte mask does; `w` may be any host view, strided
 /// included. Throws spruce::error, leaving `w` untouched, when the shapes differ.
-template <class T>
-void apply_mask(const tensor_ref<T>& w, const bit_mask& m, const std::string& name = {}) {
-  static_assert(!std::is_const_v<T>, "spruce::apply_mask writes to the tensor: pass a mutable view");
-  detail::check_same_shape<T, std::uint64_t>(w, m.shape(), "bit mask", name);
-  detail::apply_keep_bits(w, m.words().data());
-}
-
-template <class T, class E, class L>
-void apply_mask(const tensor_view<T, E, L, host_space>& w, const bit_mask& m,
-                const std::string& name = {}) {
-  apply_mask(tensor_ref<T>(w), m, name);
+template <host_view V>
+void apply_mask(const V& w, const bit_mask& m, const std::string& name = {}) {
+  static_assert(mutable_view<V>, "spruce::apply_mask writes to the tensor: pass a mutable view");
+  const auto r = to_ref(w);
+  detail::check_same_shape<view_value_t<V>, std::uint64_t>(r, m.shape(), "bit mask", name);
+  detail::apply_keep_bits(r, m.words().data());
 }
 
 }  // namespace spruce

@@ -6,6 +6,7 @@
 
 #include "spruce/core/elementwise.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
 #include "spruce/prune/mask.hpp"
 #include "spruce/select/kth.hpp"
 #include "spruce/selection/rule.hpp"
@@ -17,8 +18,11 @@ namespace spruce {
 /// score is fused into the selection key, so no score buffer is built for contiguous
 /// views; strided views are gathered once. Throws spruce::error (naming `name`) for a
 /// NaN weight, a NaN sparsity or an exact count larger than the tensor.
-template <selection::rule S, select::score_type T>
-mask magnitude_mask(const tensor_ref<const T>& w, const S& sel, const std::string& name = {}) {
+template <selection::rule S, host_view V>
+  requires select::score_type<view_value_t<V>>
+mask magnitude_mask(const V& view, const S& sel, const std::string& name = {}) {
+  using T = view_value_t<V>;
+  const tensor_ref<const T> w = to_const_ref(view);
   const std::size_t n = w.size();
   std::vector<T> gathered;
   const T* p = w.data();
@@ -32,25 +36,16 @@ mask magnitude_mask(const tensor_ref<const T>& w, const S& sel, const std::strin
   return mask::adopt(w.shape(), std::move(keep));
 }
 
-template <selection::rule S, class T, class E, class L>
-mask magnitude_mask(const tensor_view<T, E, L, host_space>& w, const S& sel,
-                    const std::string& name = {}) {
-  return magnitude_mask(tensor_ref<const std::remove_const_t<T>>(w), sel, name);
-}
-
 /// Prunes `w` in place (the lab's fine_grained_prune): computes the magnitude mask, zeroes
 /// the pruned weights and returns the mask. On error nothing is written.
-template <selection::rule S, select::score_type T>
-mask magnitude_prune(const tensor_ref<T>& w, const S& sel, const std::string& name = {}) {
-  mask m = magnitude_mask(tensor_ref<const T>(w), sel, name);
-  detail::apply_keep(w, m.data());
+template <selection::rule S, host_view V>
+  requires select::score_type<view_value_t<V>>
+mask magnitude_prune(const V& w, const S& sel, const std::string& name = {}) {
+  static_assert(mutable_view<V>, "spruce::magnitude_prune writes to the tensor: pass a mutable view "
+                                 "(or call magnitude_mask)");
+  mask m = magnitude_mask(w, sel, name);
+  detail::apply_keep(to_ref(w), m.data());
   return m;
-}
-
-template <selection::rule S, class T, class E, class L>
-mask magnitude_prune(const tensor_view<T, E, L, host_space>& w, const S& sel,
-                     const std::string& name = {}) {
-  return magnitude_prune(tensor_ref<T>(w), sel, name);
 }
 
 }  // namespace spruce

@@ -14,6 +14,7 @@
 #include "spruce/core/error.hpp"
 #include "spruce/core/shape.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
 
 namespace spruce {
 
@@ -114,17 +115,12 @@ void check_same_shape(const tensor_ref<T>& w, std::span<const std::size_t> other
 /// view, strided included; use it on weights after an optimizer step and on gradients to
 /// keep pruned weights at zero. Throws spruce::error, leaving `w` untouched, when the
 /// shapes differ.
-template <class T>
-void apply_mask(const tensor_ref<T>& w, const mask& m, const std::string& name = {}) {
-  static_assert(!std::is_const_v<T>, "spruce::apply_mask writes to the tensor: pass a mutable view");
-  detail::check_same_shape<T, std::uint8_t>(w, m.shape(), "mask", name);
-  detail::apply_keep(w, m.data());
-}
-
-template <class T, class E, class L>
-void apply_mask(const tensor_view<T, E, L, host_space>& w, const mask& m,
-                const std::string& name = {}) {
-  apply_mask(tensor_ref<T>(w), m, name);
+template <host_view V>
+void apply_mask(const V& w, const mask& m, const std::string& name = {}) {
+  static_assert(mutable_view<V>, "spruce::apply_mask writes to the tensor: pass a mutable view");
+  const auto r = to_ref(w);
+  detail::check_same_shape<view_value_t<V>, std::uint8_t>(r, m.shape(), "mask", name);
+  detail::apply_keep(r, m.data());
 }
 
 }  // namespace spruce
