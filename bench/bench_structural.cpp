@@ -3,8 +3,14 @@
 // then keep 70% of the channels of every conv but the last, in place. Bytes moved are
 // the weights read and written by the permutations and compactions; the baseline is a
 // memcpy of the same number of bytes.
+//
+// Slice scores (granularity::slice, torch's ln_structured(dim=d)): the L2 norm of every
+// slice of a 512x512x3x3 conv weight along each dim, against a naive single-thread loop
+// nest (outer, slice, inner) that adds each element's square into its slice's double
+// accumulator (bytes = the weight read once).
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
@@ -83,12 +89,57 @@ void structural_memcpy(benchmark::State& st) {
                        static_cast<std::int64_t>(fresh.total * sizeof(float) * 2 * passes));
 }
 
+const std::vector<std::size_t> slice_shape{512, 512, 3, 3};
+
+std::vector<float> slice_weight() {
+  std::vector<float> w(512 * 512 * 9);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g;
+  for (float& x : w) x = g(rng);
+  return w;
+}
+
+void slice_spruce(benchmark::State& st) {
+  const auto w = slice_weight();
+  const int dim = static_cast<int>(st.range(0));
+  const spruce::pruner<spruce::granularity::slice, spruce::criterion::l2, spruce::selection::exact> p{{dim}, {}, {}};
+  const spruce::tensor_ref<const float> v(w.data(), slice_shape);
+  for (auto _ : st) {
+    auto s = p.scores(spruce::criterion::inputs<float>{v}, "w");
+    benchmark::DoNotOptimize(s.data());
+  }
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(w.size() * sizeof(float)));
+}
+
+void slice_naive(benchmark::State& st) {
+  const auto w = slice_weight();
+  const auto dim = static_cast<std::size_t>(st.range(0));
+  std::size_t inner = 1;
+  for (std::size_t r = dim + 1; r < 4; ++r) inner *= slice_shape[r];
+  const std::size_t n = slice_shape[dim];
+  for (auto _ : st) {
+    std::vector<double> acc(n, 0.0);
+    const float* x = w.data();
+    for (std::size_t o = 0; o < w.size() / (n * inner); ++o)
+      for (std::size_t k = 0; k < n; ++k)
+        for (std::size_t i = 0; i < inner; ++i, ++x) acc[k] += static_cast<double>(*x) * *x;
+    std::vector<float> s(n);
+    for (std::size_t k = 0; k < n; ++k) s[k] = static_cast<float>(std::sqrt(acc[k]));
+    benchmark::DoNotOptimize(s.data());
+  }
+  st.SetBytesProcessed(static_cast<std::int64_t>(st.iterations()) * static_cast<std::int64_t>(w.size() * sizeof(float)));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const auto size = static_cast<std::int64_t>(vgg().total);
   benchmark::RegisterBenchmark("sort_and_prune/memcpy", structural_memcpy)->Arg(size)->UseRealTime()->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("sort_and_prune/spruce", structural_spruce)->Arg(size)->UseRealTime()->Unit(benchmark::kMillisecond);
+  for (int dim = 0; dim < 4; ++dim) {
+    benchmark::RegisterBenchmark("slice_l2_scores/naive", slice_naive)->Arg(dim)->UseRealTime()->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("slice_l2_scores/spruce", slice_spruce)->Arg(dim)->UseRealTime()->Unit(benchmark::kMillisecond);
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
