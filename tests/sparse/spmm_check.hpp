@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/sparse/format.hpp"
 
 namespace spmm_check {
 
@@ -60,7 +61,8 @@ void check_product(const Sparse& sparse, const std::vector<T>& a, std::size_t m,
   const shape2 sb{k, n}, sc{m, n};
   const shape2 b_strides = lb == layout::row ? shape2{n, 1} : shape2{1, k};
   const shape2 c_strides = lc == layout::row ? shape2{n, 1} : shape2{1, m};
-  sparse::spmm(sparse, tensor_ref<const T>(bs.data(), sb, b_strides), tensor_ref<T>(cs.data(), sc, c_strides), alpha, beta);
+  // Unqualified: found by argument-dependent lookup for spruce's formats and a user's alike.
+  spmm(sparse, tensor_ref<const T>(bs.data(), sb, b_strides), tensor_ref<T>(cs.data(), sc, c_strides), alpha, beta);
   for (std::size_t i = 0; i < m; ++i)
     for (std::size_t j = 0; j < n; ++j) {
       const T got = cs[lc == layout::row ? i * n + j : j * m + i];

@@ -10,6 +10,7 @@
 
 #include "spruce/eigen.hpp"
 #include "spruce/sparse/choose.hpp"
+#include "user_format.hpp"
 
 using namespace spruce;
 
@@ -114,4 +115,30 @@ TEST_CASE("default candidates follow the mask's structure and all compute the sa
   CHECK(names(two_four) == v{"csr", "n:m 2:4"});
   CHECK(names(blocks) == v{"csr", "bsr 1x4", "bsr 4x1", "bsr 4x4"});
   CHECK(names(scattered) == v{"csr"});
+}
+
+TEST_CASE("a user's sparse format competes in choose_execution") {
+  const fixture f;
+  // make_candidate builds any sparse_format; its product is checked against CSR's.
+  auto cands = sparse::default_candidates(f.view(), f.m());
+  cands.push_back(sparse::make_candidate<user::coo_matrix<float>>("coo", f.view(), f.m()));
+  REQUIRE(cands.size() == 2);
+  std::vector<float> b(40 * 7), want(24 * 7), got(24 * 7, std::nanf(""));
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g;
+  for (auto& x : b) x = g(rng);
+  const std::array<std::size_t, 2> sb{40, 7}, sc{24, 7};
+  cands[0].run(tensor_ref<const float>(b.data(), sb), tensor_ref<float>(want.data(), sc));
+  cands[1].run(tensor_ref<const float>(b.data(), sb), tensor_ref<float>(got.data(), sc));
+  for (std::size_t i = 0; i < got.size(); ++i) REQUIRE(std::abs(got[i] - want[i]) <= 1e-5f * std::max(1.0f, std::abs(want[i])));
+  const auto slow_dense = [](const tensor_ref<const float>&, const tensor_ref<const float>&, const tensor_ref<float>&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  };
+  const auto choice = sparse::choose_execution_with<user::coo_matrix<float>>("coo", f.view(), f.m(), 16, slow_dense);
+  REQUIRE(choice.timings.size() == 3);
+  CHECK(choice.timings[2].first == "coo");
+  CHECK(choice.use_sparse());
+  // Any host view goes in: a compile-time tensor_view of the weight.
+  const auto view = make_view(static_cast<const float*>(f.w.data()), 24, 40);
+  CHECK(sparse::choose_execution(view, f.m(), 16, slow_dense).use_sparse());
 }

@@ -4,10 +4,14 @@
 #include <array>
 #include <cmath>
 #include <random>
+#include <span>
 #include <vector>
 
+#include "spruce/sparse/block_sparse.hpp"
 #include "spruce/sparse/conv2d.hpp"
 #include "spruce/sparse/csr.hpp"
+#include "spruce/sparse/n_m_matrix.hpp"
+#include "user_format.hpp"
 
 using namespace spruce;
 
@@ -44,6 +48,31 @@ std::vector<double> direct(const geometry& g, const std::vector<float>& in, cons
 
 }  // namespace
 
+// Runs sparse::conv2d with the weight in format F (built from its nonzeros through the
+// sparse_format entry point) against the direct convolution.
+template <class F>
+void check_conv(const geometry& g, const std::vector<float>& in, const std::vector<float>& wt, const std::vector<float>& bias,
+                bool with_bias, const typename F::options_type& options = {}) {
+  const auto& p = g.p;
+  const std::size_t oh = conv2d_output_extent(g.h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
+  const std::size_t ow = conv2d_output_extent(g.w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
+  const std::size_t k = g.c * p.kernel_h * p.kernel_w;
+  const std::array<std::size_t, 2> ws{g.out, k};
+  spruce::byte_buffer nonzero(wt.size());
+  for (std::size_t i = 0; i < wt.size(); ++i) nonzero[i] = wt[i] != 0.0f;
+  const auto w = sparse::from_dense<F>(tensor_ref<const float>(wt.data(), ws), spruce::mask(ws, std::move(nonzero)), options);
+  std::vector<float> out(g.n * g.out * oh * ow, std::nanf(""));
+  const std::array<std::size_t, 4> si{g.n, g.c, g.h, g.w}, so{g.n, g.out, oh, ow};
+  sparse::conv2d_workspace<float> work;
+  sparse::conv2d(w, tensor_ref<const float>(in.data(), si), tensor_ref<float>(out.data(), so), p,
+                 with_bias ? std::span<const float>(bias) : std::span<const float>(), work);
+  const auto want = direct(g, in, wt, with_bias ? &bias : nullptr, oh, ow);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(std::abs(out[i] - want[i]) <= 1e-4 * std::max(1.0, std::abs(want[i])));
+  }
+}
+
 TEST_CASE("sparse conv2d equals a direct convolution") {
   std::mt19937 rng(17);
   std::normal_distribution<float> gauss;
@@ -62,26 +91,20 @@ TEST_CASE("sparse conv2d equals a direct convolution") {
         CAPTURE(g.c);
         CAPTURE(g.out);
         CAPTURE(density);
-        const auto& p = g.p;
-        const std::size_t oh = conv2d_output_extent(g.h, p.kernel_h, p.stride_h, p.pad_h, p.dilation_h);
-        const std::size_t ow = conv2d_output_extent(g.w, p.kernel_w, p.stride_w, p.pad_w, p.dilation_w);
-        const std::size_t k = g.c * p.kernel_h * p.kernel_w;
+        const std::size_t k = g.c * g.p.kernel_h * g.p.kernel_w;
         std::vector<float> in(g.n * g.c * g.h * g.w), wt(g.out * k), bias(g.out);
         for (auto& x : in) x = gauss(rng);
         for (auto& x : wt) x = u(rng) < density ? gauss(rng) : 0.0f;
         for (auto& x : bias) x = gauss(rng);
-        const std::array<std::size_t, 2> ws{g.out, k};
-        const auto w = sparse::csr_matrix<float>::from_dense(tensor_ref<const float>(wt.data(), ws));
-        std::vector<float> out(g.n * g.out * oh * ow, std::nanf(""));
-        const std::array<std::size_t, 4> si{g.n, g.c, g.h, g.w}, so{g.n, g.out, oh, ow};
-        sparse::conv2d_workspace<float> work;
-        sparse::conv2d(w, tensor_ref<const float>(in.data(), si), tensor_ref<float>(out.data(), so), p,
-                       with_bias ? bias.data() : nullptr, work);
-        const auto want = direct(g, in, wt, with_bias ? &bias : nullptr, oh, ow);
-        for (std::size_t i = 0; i < out.size(); ++i) {
-          CAPTURE(i);
-          REQUIRE(std::abs(out[i] - want[i]) <= 1e-4 * std::max(1.0, std::abs(want[i])));
-        }
+        check_conv<sparse::csr_matrix<float>>(g, in, wt, bias, with_bias);
+        check_conv<sparse::block_sparse_matrix<float>>(g, in, wt, bias, with_bias, {4, 4});
+        check_conv<user::coo_matrix<float>>(g, in, wt, bias, with_bias);
+        // N:M: the weight pruned 2:4 along its rows first.
+        std::vector<float> w24 = wt;
+        for (std::size_t i = 0; i < g.out; ++i)
+          for (std::size_t j = 0; j < k; ++j)
+            if (j % 4 >= 2) w24[i * k + j] = 0.0f;
+        check_conv<sparse::n_m_matrix<float>>(g, in, w24, bias, with_bias, {2, 4});
       }
 }
 
@@ -97,6 +120,19 @@ TEST_CASE("sparse conv2d rejects mismatched shapes and writes nothing") {
   CHECK_THROWS_WITH_AS(sparse::conv2d(w, tensor_ref<const float>(in.data(), si2), tensor_ref<float>(out.data(), so_bad), p),
                        doctest::Contains("produces [1, 4, 5, 5]"), spruce::error);
   CHECK(out == std::vector<float>(4 * 25, 7.0f));
+  // A bias of the wrong size is named, with how to fix it.
+  const std::vector<float> bias3(3, 1.0f), bias4(4, 1.0f);
+  const std::array<std::size_t, 4> si18{1, 2, 5, 5};
+  CHECK_THROWS_WITH_AS(sparse::conv2d(w, tensor_ref<const float>(in.data(), si18), tensor_ref<float>(out.data(), so), p,
+                                      std::span<const float>(bias3)),
+                       doctest::Contains("the bias has 3 entries but the weight has 4 output channels; pass one bias per "
+                                         "output channel, or none"),
+                       spruce::error);
+  CHECK(out == std::vector<float>(4 * 25, 7.0f));
+  CHECK_NOTHROW(sparse::conv2d(w, tensor_ref<const float>(in.data(), si18), tensor_ref<float>(out.data(), so), p,
+                               std::span<const float>(bias4)));
+  CHECK(out[0] == doctest::Approx(1.0f + 8.0f));  // a corner: 2 channels x 2 x 2 ones, plus the bias
+  std::fill(out.begin(), out.end(), 7.0f);
   const sparse::conv2d_params too_big{7, 7, 1, 1, 0, 0, 1, 1};
   CHECK_THROWS_AS(sparse::conv2d(w, tensor_ref<const float>(in.data(), si2), tensor_ref<float>(out.data(), so), too_big),
                   spruce::error);

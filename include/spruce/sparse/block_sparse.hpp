@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -14,13 +15,18 @@
 #include "spruce/core/shape.hpp"
 #include "spruce/core/simd.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
 #include "spruce/prune/mask.hpp"
-#include "spruce/sparse/csr.hpp"  // the shared product machinery: dense operands, panels, threads
+#include "spruce/sparse/detail/panel_engine.hpp"
+#include "spruce/sparse/format.hpp"
 
 // Unrolling a wide block's columns completely lets GCC hoist every load and broadcast of
 // the block to the top and spill the accumulators (SSE2 has 16 registers); four columns
-// at a time keep the tile in registers. A pragma only; other compilers get nothing.
-#if defined(__clang__)
+// at a time keep the tile in registers. A pragma only; other compilers get nothing, nvcc
+// included (it warns on a `#pragma GCC` it does not know, and this is host-only code).
+#if defined(__CUDACC__)
+#define SPRUCE_BLOCK_UNROLL
+#elif defined(__clang__)
 #define SPRUCE_BLOCK_UNROLL _Pragma("unroll 4")
 #elif defined(__GNUC__)
 #define SPRUCE_BLOCK_UNROLL _Pragma("GCC unroll 4")
@@ -29,6 +35,13 @@
 #endif
 
 namespace spruce::sparse {
+inline namespace SPRUCE_SIMD_ABI {
+
+/// The block shape of a block-sparse matrix, br x bc (block_sparse_matrix's options_type):
+/// 4 x 4 unless said otherwise.
+struct block_shape {
+  std::size_t rows = 4, cols = 4;
+};
 
 /// Block compressed sparse rows (BSR) with a run-time block shape br x bc: the matrix is
 /// cut into a grid of br x bc blocks and only the blocks that hold something are stored,
@@ -49,6 +62,8 @@ class block_sparse_matrix {
  public:
   using value_type = T;
   using index_type = Index;
+  /// The block shape (sparse_format).
+  using options_type = block_shape;
 
   block_sparse_matrix() = default;
 
@@ -70,8 +85,10 @@ class block_sparse_matrix {
   /// The blocks of the 2-D `dense` view (any strides) in which `keep` (same shape) keeps
   /// at least one entry; the entries it prunes inside those blocks are stored as +0, so
   /// to_dense gives back the masked matrix exactly.
-  static block_sparse_matrix from_dense(const tensor_ref<const T>& dense, const mask& keep, std::size_t br,
-                                        std::size_t bc) {
+  template <host_view V>
+    requires std::same_as<view_value_t<V>, T>
+  static block_sparse_matrix from_dense(const V& dense_view, const mask& keep, std::size_t br, std::size_t bc) {
+    const tensor_ref<const T> dense = to_const_ref(dense_view);
     check_input(dense, br, bc, "from_dense");
     if (!std::ranges::equal(keep.shape(), dense.shape()))
       throw error("block_sparse_matrix::from_dense: mask of shape " + shape_string(keep.shape()) +
@@ -82,10 +99,20 @@ class block_sparse_matrix {
                  [k, cols](std::size_t i, std::size_t j, T v) { return k[i * cols + j] ? v : T(0); });
   }
 
+  /// from_dense(dense, keep, shape.rows, shape.cols): the sparse_format form.
+  template <host_view V>
+    requires std::same_as<view_value_t<V>, T>
+  static block_sparse_matrix from_dense(const V& dense, const mask& keep, const block_shape& shape) {
+    return from_dense(dense, keep, shape.rows, shape.cols);
+  }
+
   /// The blocks of the 2-D `dense` view that hold a nonzero, stored with every entry as it
   /// is (zeros included), so to_dense gives back `dense` exactly but for the sign of zeros
   /// in blocks not stored (-0 comes back +0, as with CSR).
-  static block_sparse_matrix from_dense(const tensor_ref<const T>& dense, std::size_t br, std::size_t bc) {
+  template <host_view V>
+    requires std::same_as<view_value_t<V>, T>
+  static block_sparse_matrix from_dense(const V& dense_view, std::size_t br, std::size_t bc) {
+    const tensor_ref<const T> dense = to_const_ref(dense_view);
     check_input(dense, br, bc, "from_dense");
     return build(dense, br, bc, [](std::size_t, std::size_t, T v) { return v != T(0); },
                  [](std::size_t, std::size_t, T v) { return v; });
@@ -108,8 +135,12 @@ class block_sparse_matrix {
   const std::vector<Index>& col_idx() const noexcept { return col_idx_; }
   const std::vector<T>& values() const noexcept { return values_; }
 
-  /// Writes the matrix into the packed 2-D `out` (zeros outside the stored blocks); exact.
-  void to_dense(const tensor_ref<T>& out) const {
+  /// Writes the matrix into the packed 2-D `out` (any writable host view; zeros outside the
+  /// stored blocks); exact.
+  template <host_view V>
+    requires mutable_view<V> && std::same_as<view_value_t<V>, T>
+  void to_dense(const V& out_view) const {
+    const tensor_ref<T> out = to_ref(out_view);
     if (out.rank() != 2 || out.extent(0) != rows_ || out.extent(1) != cols_ || !out.is_contiguous())
       throw error("block_sparse_matrix::to_dense: output of shape " + shape_string(out.shape()) + " for a " +
                   std::to_string(rows_) + " x " + std::to_string(cols_) + " matrix; pass a packed matrix of that shape");
@@ -241,60 +272,6 @@ class block_sparse_matrix {
 
 namespace detail {
 
-/// Bytes of a packed B slice that L1 holds with room to spare: where every FMA loads its
-/// own row element of B (a row of an N:M matrix, a 1-row block), the slice must answer at
-/// L1 speed.
-inline constexpr std::size_t l1_slice_bytes = 32 * 1024;
-
-/// Bytes of a packed B slice that L2 holds (as for CSR): enough when each loaded element
-/// of B serves several rows of A, or when rows are so sparse that an L1 slice would give
-/// each row only a few values to add between two passes over its C panel.
-inline constexpr std::size_t l2_slice_bytes = 384 * 1024;
-
-/// Vector registers a register tile may use for accumulators: half the register file
-/// (32 with AVX-512, 16 otherwise), the rest holding loaded rows of B and broadcasts.
-inline constexpr std::size_t tile_registers = spruce::detail::simd_bytes >= 64 ? 16 : 8;
-
-/// Rows of B per packed slice for panels of P elements: L2-sized when a loaded row of B is
-/// reused by several rows of A (`reused`); otherwise L1-sized, grown towards the L2 size
-/// until a row of A with the given fraction of stored values finds about 32 of them in a
-/// slice.
-template <class T, std::size_t P>
-std::size_t slice_depth(double density, bool reused) noexcept {
-  const std::size_t l1 = std::max<std::size_t>(1, l1_slice_bytes / (P * sizeof(T)));
-  const std::size_t l2 = std::max(l1, l2_slice_bytes / (P * sizeof(T)));
-  if (reused) return l2;
-  const double want = 32.0 / std::max(density, 1e-6);
-  return want >= static_cast<double>(l2) ? l2 : std::max(l1, static_cast<std::size_t>(want));
-}
-
-/// `scratch` rounded up to the next 64-byte boundary (callers over-allocate by 64 bytes):
-/// a register-wide load that straddles two cache lines costs two.
-template <class T>
-T* cache_aligned(T* scratch) noexcept {
-  const auto addr = reinterpret_cast<std::uintptr_t>(scratch);
-  return scratch + ((64 - addr % 64) % 64) / sizeof(T);
-}
-
-/// Extra elements to allocate so that cache_aligned stays inside the allocation.
-template <class T>
-inline constexpr std::size_t cache_align_slack = (64 + sizeof(T) - 1) / sizeof(T);
-
-/// The smallest power of two at least x (x >= 1), capped at `cap`.
-inline constexpr std::size_t pow2_at_least(std::size_t x, std::size_t cap) noexcept {
-  std::size_t p = 1;
-  while (p < x && p < cap) p *= 2;
-  return p;
-}
-
-/// Zeroes panel rows [from, to) (rows of P elements): the rows a partial last block
-/// column or N:M group reaches past the end of B, so a zero A entry there multiplies
-/// zero, never stale data.
-template <class T, std::size_t P>
-void zero_panel_rows(T* panel, std::size_t from, std::size_t to) {
-  if (to > from) std::fill(panel + from * P, panel + to * P, T(0));
-}
-
 /// R rows x Wv registers of one block row's product against the packed slice: out[r * P
 /// + j] = sum over blocks [lo, hi) and their columns c of A(r0 + r, c) * panel row c. Each
 /// loaded row of the panel feeds R rows (the B reuse that blocks buy) and each broadcast
@@ -372,7 +349,7 @@ void block_spmm(const block_sparse_matrix<T, Index>& a, const dense_operand<cons
   constexpr std::size_t L = spruce::detail::simd_lanes<T>, P = Wv * L;
   constexpr std::size_t rmax = std::min<std::size_t>(8, tile_registers / Wv);
   const std::size_t br = a.block_rows(), bc = a.block_cols(), nbr = a.block_row_count(), nbc = a.block_col_count();
-  const std::size_t k_total = a.cols(), m = a.rows();
+  const std::size_t m = a.rows();
   const std::size_t tile_rows = block_tile_rows(br, Wv);
   const double density = a.stored_values() == 0 ? 1.0 : static_cast<double>(a.stored_values()) /
                                                            static_cast<double>(nbr * br * nbc * bc);
@@ -386,44 +363,36 @@ void block_spmm(const block_sparse_matrix<T, Index>& a, const dense_operand<cons
   const Index* rp = a.row_ptr().data();
   const Index* ci = a.col_idx().data();
   const T* av = a.values().data();
-  const std::size_t slice_rows = std::min(depth, std::max<std::size_t>(nbc, 1)) * bc;
-  // Scratch: the packed slice, the tile's output rows and (with several slices) a cursor
-  // per block row marking where its next slice starts. The cursors follow whole vector
-  // rows of T, so they are aligned for size_t.
+  // Scratch of its own: the tile's output rows and (with several slices) a cursor per
+  // block row marking where its next slice starts. The engine places it after whole
+  // vector rows of the packed slice, so the cursors are aligned for size_t.
   const std::size_t cursor_elems = sliced ? (nbr * sizeof(std::size_t) + sizeof(T) - 1) / sizeof(T) : 0;
-  const std::size_t scratch = slice_rows * P + tile_rows * P + cursor_elems + cache_align_slack<T>;
-  for_each_panel<T, P>(nbr, bo.cols, a.stored_values() * bo.cols + m * bo.cols, scratch,
-                       [&](std::size_t j0, std::size_t len, std::size_t i0, std::size_t i1, T* raw) {
-    T* panel = cache_aligned(raw);
-    T* out = panel + slice_rows * P;
+  const slicing k{a.cols(), nbc * bc, depth * bc, bc};
+  panel_product<T, P>(bo, co, alpha, beta, k, nbr, a.stored_values() * bo.cols + m * bo.cols,
+                      tile_rows * P + cursor_elems, [&](const panel_slice<T, P>& s) {
+    T* out = s.scratch;
     auto* cursor = reinterpret_cast<std::size_t*>(out + tile_rows * P);
-    if (sliced)
-      for (std::size_t bi = i0; bi < i1; ++bi) cursor[bi - i0] = static_cast<std::size_t>(rp[bi]);
-    for (std::size_t kb0 = 0; kb0 == 0 || kb0 < nbc; kb0 += depth) {
-      const std::size_t kb1 = std::min(nbc, kb0 + depth);
-      const std::size_t k0 = kb0 * bc, k1 = std::min(k_total, kb1 * bc);
-      pack_panel<T, P>(bo, k0, k1, j0, len, panel);
-      zero_panel_rows<T, P>(panel, k1 - k0, (kb1 - kb0) * bc);
-      for (std::size_t bi = i0; bi < i1; ++bi) {
-        std::size_t lo = static_cast<std::size_t>(rp[bi]), hi = static_cast<std::size_t>(rp[bi + 1]);
-        if (sliced) {
-          // Slices come in order, so each block row's blocks are consumed by a forward scan
-          // (a binary search per slice mispredicts its way through most of its steps).
-          const std::size_t end = hi;
-          lo = hi = cursor[bi - i0];
-          while (hi < end && static_cast<std::size_t>(ci[hi]) < kb1) ++hi;
-          cursor[bi - i0] = hi;
-          if (lo == hi && kb0 != 0) continue;  // nothing to add in this slice
-        }
-        const std::size_t q = std::min(br, m - bi * br);  // real rows of this block row
-        for (std::size_t r0 = 0; r0 < q;) {
-          const std::size_t want = std::min(q - r0, tile_rows);
-          const std::size_t lg = static_cast<std::size_t>(std::bit_width(want) - 1), rows = std::size_t{1} << lg;
-          tiles[lg](ci, av, lo, hi, br, bc, r0, kb0, panel, out);
-          for (std::size_t r = 0; r < rows; ++r)
-            store_panel(co, bi * br + r0 + r, j0, len, out + r * P, alpha, beta, kb0 == 0);
-          r0 += rows;
-        }
+    if (sliced && s.first)
+      for (std::size_t bi = s.r0; bi < s.r1; ++bi) cursor[bi - s.r0] = static_cast<std::size_t>(rp[bi]);
+    const std::size_t kb0 = s.k0 / bc, kb1 = std::min(nbc, kb0 + depth);
+    for (std::size_t bi = s.r0; bi < s.r1; ++bi) {
+      std::size_t lo = static_cast<std::size_t>(rp[bi]), hi = static_cast<std::size_t>(rp[bi + 1]);
+      if (sliced) {
+        // Slices come in order, so each block row's blocks are consumed by a forward scan
+        // (a binary search per slice mispredicts its way through most of its steps).
+        const std::size_t end = hi;
+        lo = hi = cursor[bi - s.r0];
+        while (hi < end && static_cast<std::size_t>(ci[hi]) < kb1) ++hi;
+        cursor[bi - s.r0] = hi;
+        if (lo == hi && !s.first) continue;  // nothing to add in this slice
+      }
+      const std::size_t q = std::min(br, m - bi * br);  // real rows of this block row
+      for (std::size_t r0 = 0; r0 < q;) {
+        const std::size_t want = std::min(q - r0, tile_rows);
+        const std::size_t lg = static_cast<std::size_t>(std::bit_width(want) - 1), rows = std::size_t{1} << lg;
+        tiles[lg](ci, av, lo, hi, br, bc, r0, kb0, s.panel, out);
+        for (std::size_t r = 0; r < rows; ++r) s.store(bi * br + r0 + r, out + r * P);
+        r0 += rows;
       }
     }
   });
@@ -432,33 +401,29 @@ void block_spmm(const block_sparse_matrix<T, Index>& a, const dense_operand<cons
 }  // namespace detail
 
 /// C = alpha * A * B + beta * C with A block-sparse (M x K) and B (K x N), C (M x N)
-/// dense, each row- or column-major (as for the CSR spmm). Panels of B's columns (one to
-/// eight vector registers wide, fewer for narrow B) are packed in K slices that fit in L1;
-/// each block row accumulates, a tile of up to 8 rows at a time, every stored block of the
-/// slice in registers, so each loaded row of B serves the block's br rows. Panels (or, when
-/// B is narrow, row ranges) are split between threads. beta == 0 overwrites C (NaN in C
-/// does not survive); alpha == 0 only scales C. Throws spruce::error, writing nothing, when
-/// the shapes or layouts disagree.
-template <class T, class Index>
-void spmm(const block_sparse_matrix<T, Index>& a, const tensor_ref<const T>& b, const tensor_ref<T>& c, T alpha = T(1),
-          T beta = T(0)) {
-  const auto operands = detail::spmm_operands(a.rows(), a.cols(), b, c);
-  const auto& bo = operands.first;
-  const auto& co = operands.second;
-  if (alpha == T(0)) return detail::scale_dense(co, beta);
-  // Register tile: up to 8 rows of a block row times as many registers of B's columns as
-  // the accumulator budget leaves, but no wider than B needs.
-  constexpr std::size_t L = spruce::detail::simd_lanes<T>;
-  const std::size_t r = detail::block_tile_rows(a.block_rows(), 2);
-  const std::size_t wv = detail::pow2_at_least((bo.cols + L - 1) / L, std::min<std::size_t>(8, detail::tile_registers / r));
-  switch (wv) {
-    case 1: return detail::block_spmm<T, Index, 1>(a, bo, co, alpha, beta);
-    case 2: return detail::block_spmm<T, Index, 2>(a, bo, co, alpha, beta);
-    case 4: return detail::block_spmm<T, Index, 4>(a, bo, co, alpha, beta);
-    default: return detail::block_spmm<T, Index, 8>(a, bo, co, alpha, beta);
-  }
+/// dense (any host views), each row- or column-major (as for the CSR spmm). Panels of
+/// B's columns (one to eight vector registers wide, fewer for narrow B) are packed in K
+/// slices sized by the engine's cache knobs; each block row accumulates, a tile of up to 8
+/// rows at a time, every stored block of the slice in registers, so each loaded row of B
+/// serves the block's br rows. Panels (or, when B is narrow, row ranges) are split
+/// between threads. beta == 0 overwrites C (NaN in C does not survive); alpha == 0 only
+/// scales C. Throws spruce::error, writing nothing, when the shapes or layouts disagree.
+template <class T, class Index, class VB, class VC>
+  requires dense_operands_of<VB, VC, T>
+void spmm(const block_sparse_matrix<T, Index>& a, const VB& b, const VC& c, std::type_identity_t<T> alpha = T(1),
+          std::type_identity_t<T> beta = T(0)) {
+  detail::spmm_entry<T>(a.rows(), a.cols(), to_const_ref(b), to_ref(c), alpha, beta, [&](const auto& bo, const auto& co) {
+    // Register tile: up to 8 rows of a block row times as many registers of B's columns
+    // as the accumulator budget leaves, but no wider than B needs.
+    constexpr std::size_t L = spruce::detail::simd_lanes<T>;
+    const std::size_t r = detail::block_tile_rows(a.block_rows(), 2);
+    const std::size_t wv =
+        detail::pow2_at_least((bo.cols + L - 1) / L, std::min<std::size_t>(8, detail::tile_registers / r));
+    detail::with_panel_registers(wv, [&](auto w) { detail::block_spmm<T, Index, decltype(w)::value>(a, bo, co, alpha, beta); });
+  });
 }
 
+}  // namespace SPRUCE_SIMD_ABI
 }  // namespace spruce::sparse
 
 #undef SPRUCE_BLOCK_UNROLL

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -14,14 +15,18 @@
 
 #include "spruce/core/error.hpp"
 #include "spruce/core/shape.hpp"
+#include "spruce/core/simd.hpp"
 #include "spruce/core/tensor_ref.hpp"
-#include "spruce/granularity/n_m.hpp"
+#include "spruce/core/view.hpp"
 #include "spruce/prune/mask.hpp"
+#include "spruce/prune/n_m.hpp"
 #include "spruce/sparse/block_sparse.hpp"
 #include "spruce/sparse/csr.hpp"
+#include "spruce/sparse/format.hpp"
 #include "spruce/sparse/n_m_matrix.hpp"
 
 namespace spruce::sparse {
+inline namespace SPRUCE_SIMD_ABI {
 
 /// What `choose_execution` measured: every candidate's time for one product, and the
 /// winner. `format` is "dense" when the dense GEMM was fastest, else the sparse format's
@@ -80,21 +85,34 @@ void check_choose_inputs(const tensor_ref<const T>& weight, const mask& keep, st
 
 }  // namespace detail
 
+/// A candidate for `choose_execution` in any sparse_format S (spruce's or a user's): S
+/// is built from the 2-D `weight` (any host view) and `keep` with `options` once, here,
+/// and the candidate's product is `spmm(S, B, C)`. Throws what S's from_dense throws when
+/// the mask does not fit the format.
+template <sparse_format S, host_view V>
+  requires std::same_as<view_value_t<V>, typename S::value_type>
+spmm_candidate<typename S::value_type> make_candidate(std::string name, const V& weight, const mask& keep,
+                                                      const typename S::options_type& options = {}) {
+  using T = typename S::value_type;
+  auto a = std::make_shared<const S>(S::from_dense(to_const_ref(weight), keep, options));
+  return {std::move(name), [a](const tensor_ref<const T>& b, const tensor_ref<T>& c) { spmm(*a, b, c, T(1), T(0)); }};
+}
+
 /// The sparse formats `choose_execution` times for `weight` under `keep`: CSR always; the
 /// 2:4 compressed format when the mask is 2:4 along rows; block-sparse 1x4, 4x1, 4x4 and
 /// 8x8 when that block shape stores at most 1.5x the kept entries (the mask is mostly
 /// made of such blocks). A user may append candidates of their own and call the overload
-/// that takes a candidate list.
-template <class T>
-std::vector<spmm_candidate<T>> default_candidates(const tensor_ref<const T>& weight, const mask& keep) {
+/// that takes a candidate list (`make_candidate` builds one for any sparse_format).
+/// `weight` is any host view.
+template <host_view V>
+std::vector<spmm_candidate<view_value_t<V>>> default_candidates(const V& weight_view, const mask& keep) {
+  using T = view_value_t<V>;
+  const tensor_ref<const T> weight = to_const_ref(weight_view);
   detail::check_choose_inputs(weight, keep, 1);
   std::vector<spmm_candidate<T>> out;
-  auto csr = std::make_shared<csr_matrix<T>>(csr_matrix<T>::from_dense(weight, keep));
-  out.push_back({"csr", [csr](const tensor_ref<const T>& b, const tensor_ref<T>& c) { spmm(*csr, b, c); }});
-  if (keep.size() > 0 && is_n_m(keep, granularity::n_m<2, 4>{})) {
-    auto nm = std::make_shared<n_m_matrix<T>>(n_m_matrix<T>::from_dense(weight, keep, 2, 4));
-    out.push_back({"n:m 2:4", [nm](const tensor_ref<const T>& b, const tensor_ref<T>& c) { spmm(*nm, b, c); }});
-  }
+  out.push_back(make_candidate<csr_matrix<T>>("csr", weight, keep));
+  if (keep.size() > 0 && is_n_m(keep, granularity::n_m<2, 4>{}))
+    out.push_back(make_candidate<n_m_matrix<T>>("n:m 2:4", weight, keep, granularity::n_m_pattern{2, 4}));
   const std::size_t kept = keep.count_kept();
   for (auto [br, bc] : {std::pair<std::size_t, std::size_t>{1, 4}, {4, 1}, {4, 4}, {8, 8}}) {
     if (kept == 0) break;
@@ -111,11 +129,14 @@ std::vector<spmm_candidate<T>> default_candidates(const tensor_ref<const T>& wei
 /// once densely, through `dense(W, B, C)` (the caller's GEMM, e.g. spruce::eigen_gemm{}),
 /// and once per sparse candidate, and says which to use. A fixed sparsity threshold (the
 /// usual rule) ignores the shape, the machine and the pattern; this measures them.
-/// The weight is 2-D [M, K] (view a conv weight as [out, in*kh*kw]); `keep` has its shape.
-template <class T, class DenseGemm>
-execution_choice choose_execution(const tensor_ref<const T>& weight, const mask& keep, std::size_t columns,
-                                  DenseGemm&& dense, const std::vector<spmm_candidate<T>>& candidates,
+/// The weight is 2-D [M, K] (any host view; view a conv weight as [out, in*kh*kw]);
+/// `keep` has its shape.
+template <host_view V, class DenseGemm>
+execution_choice choose_execution(const V& weight_view, const mask& keep, std::size_t columns, DenseGemm&& dense,
+                                  const std::vector<spmm_candidate<view_value_t<V>>>& candidates,
                                   const choose_options& opt = {}) {
+  using T = view_value_t<V>;
+  const tensor_ref<const T> weight = to_const_ref(weight_view);
   detail::check_choose_inputs(weight, keep, columns);
   if (candidates.empty()) throw error("choose_execution: no sparse candidates to time");
   const std::size_t m = weight.extent(0), k = weight.extent(1);
@@ -145,11 +166,25 @@ execution_choice choose_execution(const tensor_ref<const T>& weight, const mask&
 }
 
 /// `choose_execution` over `default_candidates(weight, keep)`.
-template <class T, class DenseGemm>
-execution_choice choose_execution(const tensor_ref<const T>& weight, const mask& keep, std::size_t columns,
-                                  DenseGemm&& dense, const choose_options& opt = {}) {
-  detail::check_choose_inputs(weight, keep, columns);
+template <host_view V, class DenseGemm>
+execution_choice choose_execution(const V& weight, const mask& keep, std::size_t columns, DenseGemm&& dense,
+                                  const choose_options& opt = {}) {
+  detail::check_choose_inputs(to_const_ref(weight), keep, columns);
   return choose_execution(weight, keep, columns, std::forward<DenseGemm>(dense), default_candidates(weight, keep), opt);
 }
 
+/// `choose_execution` over the default candidates plus the sparse_format S built with
+/// `options` (named `name`): how a user's own format competes with spruce's.
+template <sparse_format S, host_view V, class DenseGemm>
+  requires std::same_as<view_value_t<V>, typename S::value_type>
+execution_choice choose_execution_with(std::string name, const V& weight, const mask& keep, std::size_t columns,
+                                       DenseGemm&& dense, const typename S::options_type& options = {},
+                                       const choose_options& opt = {}) {
+  detail::check_choose_inputs(to_const_ref(weight), keep, columns);
+  auto candidates = default_candidates(weight, keep);
+  candidates.push_back(make_candidate<S>(std::move(name), weight, keep, options));
+  return choose_execution(weight, keep, columns, std::forward<DenseGemm>(dense), candidates, opt);
+}
+
+}  // namespace SPRUCE_SIMD_ABI
 }  // namespace spruce::sparse

@@ -2,17 +2,23 @@
 
 #include <algorithm>
 #include <array>
+#include <concepts>
 #include <cstddef>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "spruce/core/error.hpp"
 #include "spruce/core/parallel.hpp"
 #include "spruce/core/shape.hpp"
+#include "spruce/core/simd.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
 #include "spruce/metrics/macs.hpp"
+#include "spruce/sparse/format.hpp"
 
 namespace spruce::sparse {
+inline namespace SPRUCE_SIMD_ABI {
 
 /// Geometry of a 2-D convolution (PyTorch's Conv2d arguments, groups = 1).
 struct conv2d_params {
@@ -43,9 +49,12 @@ inline valid_run valid_outputs(std::size_t in, std::size_t out, std::size_t offs
 /// `cols` must hold C * kh * kw * N * OH * OW elements. Each output row is written as
 /// runs: the valid span of every kernel offset is one copy (one shifted block copy of the
 /// whole plane for "same" convolutions: stride 1, no dilation, output as large as the
-/// input), padding is filled around it. Rows are split between threads.
-template <class T>
-void im2col(const tensor_ref<const T>& input, const conv2d_params& p, T* cols) {
+/// input), padding is filled around it. Rows are split between threads. `input` is any
+/// host view.
+template <host_view V>
+void im2col(const V& input_view, const conv2d_params& p, view_value_t<V>* cols) {
+  using T = view_value_t<V>;
+  const tensor_ref<const T> input = to_const_ref(input_view);
   if (input.rank() != 4 || !input.is_contiguous())
     throw error("im2col: input of shape " + shape_string(input.shape()) + " is not a packed NCHW batch");
   const std::size_t n = input.extent(0), c = input.extent(1), h = input.extent(2), w = input.extent(3);
@@ -109,24 +118,20 @@ struct conv2d_workspace {
   std::vector<T> cols, product;
 };
 
-/// A sparse x dense product `spmm(a, b, c, alpha, beta)` is defined for the format.
-template <class S, class T>
-concept sparse_operand = requires(const S& a, const tensor_ref<const T>& b, const tensor_ref<T>& c) {
-  { a.rows() } -> std::convertible_to<std::size_t>;
-  { a.cols() } -> std::convertible_to<std::size_t>;
-  spmm(a, b, c, T(1), T(0));
-};
-
 /// Conv2d forward with a sparse weight: `weight` is the conv weight [out, C, kh, kw]
-/// viewed as [out, C * kh * kw] in any sparse format with an `spmm` (CSR, block, N:M);
-/// `input` is NCHW [N, C, H, W], `output` NCHW [N, out, OH, OW], `bias` (optional) has
-/// `out` entries. Computes im2col of the whole batch, one sparse x dense product, and
-/// scatters the [out, N * OH * OW] result into NCHW. Throws spruce::error, writing
-/// nothing, when the shapes disagree.
-template <class T, class Sparse>
-  requires sparse_operand<Sparse, T>
-void conv2d(const Sparse& weight, const tensor_ref<const T>& input, const tensor_ref<T>& output, const conv2d_params& p,
-            const T* bias, conv2d_workspace<T>& ws) {
+/// viewed as [out, C * kh * kw] in any sparse_format (CSR, block, N:M, or a user's own);
+/// `input` is NCHW [N, C, H, W], `output` NCHW [N, out, OH, OW] (any host views, packed),
+/// `bias` is empty (no bias) or has `out` entries. Computes im2col of the whole batch, one
+/// sparse x dense product, and scatters the [out, N * OH * OW] result into NCHW. Throws
+/// spruce::error, writing nothing, when the shapes or the bias size disagree.
+template <sparse_format S, host_view VI, host_view VO>
+  requires mutable_view<VO> && std::same_as<view_value_t<VI>, typename S::value_type> &&
+           std::same_as<view_value_t<VO>, typename S::value_type>
+void conv2d(const S& weight, const VI& input_view, const VO& output_view, const conv2d_params& p,
+            std::span<const typename S::value_type> bias, conv2d_workspace<typename S::value_type>& ws) {
+  using T = typename S::value_type;
+  const tensor_ref<const T> input = to_const_ref(input_view);
+  const tensor_ref<T> output = to_ref(output_view);
   if (input.rank() != 4 || output.rank() != 4 || !input.is_contiguous() || !output.is_contiguous())
     throw error("sparse::conv2d: input " + shape_string(input.shape()) + " and output " + shape_string(output.shape()) +
                 " must be packed NCHW tensors");
@@ -138,6 +143,9 @@ void conv2d(const Sparse& weight, const tensor_ref<const T>& input, const tensor
     throw error("sparse::conv2d: the weight has " + std::to_string(weight.cols()) + " columns but the input has " +
                 std::to_string(c) + " channels and the kernel is " + std::to_string(p.kernel_h) + " x " +
                 std::to_string(p.kernel_w) + " (need " + std::to_string(k) + "); view the weight as [out, in * kh * kw]");
+  if (!bias.empty() && bias.size() != out)
+    throw error("sparse::conv2d: the bias has " + std::to_string(bias.size()) + " entries but the weight has " +
+                std::to_string(out) + " output channels; pass one bias per output channel, or none");
   const std::array<std::size_t, 4> want{n, out, oh, ow};
   if (!std::ranges::equal(output.shape(), want))
     throw error("sparse::conv2d: output of shape " + shape_string(output.shape()) + "; this convolution produces " +
@@ -150,22 +158,25 @@ void conv2d(const Sparse& weight, const tensor_ref<const T>& input, const tensor
   spmm(weight, tensor_ref<const T>(ws.cols.data(), sb), tensor_ref<T>(ws.product.data(), sc), T(1), T(0));
   T* o = output.data();
   const T* prod = ws.product.data();
+  const T* bias_data = bias.empty() ? nullptr : bias.data();
   parallel_for(0, n * out, [&](std::size_t job) {
     const std::size_t b = job / out, co = job % out;
     const T* src = prod + co * width + b * hw;
     T* dst = o + job * hw;
-    const T add = bias ? bias[co] : T(0);
+    const T add = bias_data ? bias_data[co] : T(0);
     for (std::size_t i = 0; i < hw; ++i) dst[i] = src[i] + add;
   }, total_work{out * width});
 }
 
 /// `conv2d` with a workspace of its own (allocates per call).
-template <class T, class Sparse>
-  requires sparse_operand<Sparse, T>
-void conv2d(const Sparse& weight, const tensor_ref<const T>& input, const tensor_ref<T>& output, const conv2d_params& p,
-            const T* bias = nullptr) {
-  conv2d_workspace<T> ws;
+template <sparse_format S, host_view VI, host_view VO>
+  requires mutable_view<VO> && std::same_as<view_value_t<VI>, typename S::value_type> &&
+           std::same_as<view_value_t<VO>, typename S::value_type>
+void conv2d(const S& weight, const VI& input, const VO& output, const conv2d_params& p,
+            std::span<const typename S::value_type> bias = {}) {
+  conv2d_workspace<typename S::value_type> ws;
   conv2d(weight, input, output, p, bias, ws);
 }
 
+}  // namespace SPRUCE_SIMD_ABI
 }  // namespace spruce::sparse

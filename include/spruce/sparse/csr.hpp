@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstring>
 #include <cstddef>
 #include <cstdint>
@@ -15,9 +16,13 @@
 #include "spruce/core/shape.hpp"
 #include "spruce/core/simd.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
 #include "spruce/prune/mask.hpp"
+#include "spruce/sparse/detail/panel_engine.hpp"
+#include "spruce/sparse/format.hpp"
 
 namespace spruce::sparse {
+inline namespace SPRUCE_SIMD_ABI {
 
 /// Compressed sparse rows: row_ptr (rows + 1 offsets), col_idx and values (nnz each),
 /// column indices strictly increasing within a row. Built from a dense matrix and a keep
@@ -31,6 +36,8 @@ class csr_matrix {
  public:
   using value_type = T;
   using index_type = Index;
+  /// CSR needs nothing beyond the mask (sparse_format).
+  using options_type = no_options;
 
   csr_matrix() = default;
 
@@ -42,8 +49,12 @@ class csr_matrix {
     validate();
   }
 
-  /// The entries of the 2-D `dense` view that `keep` keeps (mask of the same shape).
-  static csr_matrix from_dense(const tensor_ref<const T>& dense, const mask& keep) {
+  /// The entries of the 2-D `dense` view (any host view of T, any strides) that `keep`
+  /// keeps (mask of the same shape).
+  template <host_view V>
+    requires std::same_as<view_value_t<V>, T>
+  static csr_matrix from_dense(const V& dense_view, const mask& keep, const options_type& = {}) {
+    const tensor_ref<const T> dense = to_const_ref(dense_view);
     check_2d(dense, "from_dense");
     if (!std::ranges::equal(keep.shape(), dense.shape()))
       throw error("csr_matrix::from_dense: mask of shape " + shape_string(keep.shape()) + " for a matrix of shape " +
@@ -52,7 +63,10 @@ class csr_matrix {
   }
 
   /// The nonzero entries of the 2-D `dense` view.
-  static csr_matrix from_dense(const tensor_ref<const T>& dense) {
+  template <host_view V>
+    requires std::same_as<view_value_t<V>, T>
+  static csr_matrix from_dense(const V& dense_view) {
+    const tensor_ref<const T> dense = to_const_ref(dense_view);
     check_2d(dense, "from_dense");
     return build(dense, [](std::size_t, T v) { return v != T(0); });
   }
@@ -60,12 +74,18 @@ class csr_matrix {
   std::size_t rows() const noexcept { return rows_; }
   std::size_t cols() const noexcept { return cols_; }
   std::size_t nnz() const noexcept { return values_.size(); }
+  /// Values held: nnz() (sparse_format's stored-entries count).
+  std::size_t stored_values() const noexcept { return values_.size(); }
   const std::vector<Index>& row_ptr() const noexcept { return row_ptr_; }
   const std::vector<Index>& col_idx() const noexcept { return col_idx_; }
   const std::vector<T>& values() const noexcept { return values_; }
 
-  /// Writes the matrix into the 2-D `out` (zeros elsewhere); exact.
-  void to_dense(const tensor_ref<T>& out) const {
+  /// Writes the matrix into the packed 2-D `out` (any writable host view; zeros
+  /// elsewhere); exact.
+  template <host_view V>
+    requires mutable_view<V> && std::same_as<view_value_t<V>, T>
+  void to_dense(const V& out_view) const {
+    const tensor_ref<T> out = to_ref(out_view);
     if (out.rank() != 2 || out.extent(0) != rows_ || out.extent(1) != cols_ || !out.is_contiguous())
       throw error("csr_matrix::to_dense: output of shape " + shape_string(out.shape()) + " for a " +
                   std::to_string(rows_) + " x " + std::to_string(cols_) + " matrix; pass a packed matrix of that shape");
@@ -140,91 +160,10 @@ class csr_matrix {
 
 namespace detail {
 
-/// Columns of B (and C) one register tile covers: four vector registers, so 16 floats with
-/// SSE2, 32 with AVX, 64 with AVX-512.
+/// Columns of B (and C) one CSR register tile covers: four vector registers, so 16 floats
+/// with SSE2, 32 with AVX, 64 with AVX-512.
 template <class T>
-inline constexpr std::size_t spmm_panel = 4 * spruce::detail::simd_lanes<T>;
-
-#ifndef SPRUCE_SPMM_PANEL_KIB
-/// Size of the packed B panel, in KiB; the default suits a 512 KiB - 2 MiB L2. Define it
-/// before including spruce to tune for another cache.
-#define SPRUCE_SPMM_PANEL_KIB 384
-#endif
-
-/// Rows of B packed per pass: the packed panel (rows x panel width) is kept near
-/// SPRUCE_SPMM_PANEL_KIB so that it stays in L2 while every row of A streams over it.
-template <class T>
-inline constexpr std::size_t spmm_depth = std::size_t{SPRUCE_SPMM_PANEL_KIB} * 1024 / (spmm_panel<T> * sizeof(T));
-
-/// A dense operand of a sparse product: element (r, c) lives at data[r * rs + c * cs];
-/// row-major (cs == 1) and column-major (rs == 1) views both qualify.
-template <class T>
-struct dense_operand {
-  T* data = nullptr;
-  std::size_t rows = 0, cols = 0, rs = 0, cs = 0;
-};
-
-/// The 2-D view as a dense operand; throws spruce::error (naming `what`) unless it is 2-D
-/// with unit stride along one axis.
-template <class T>
-dense_operand<T> as_dense_operand(const tensor_ref<T>& v, const char* what) {
-  if (v.rank() != 2)
-    throw error(std::string("spmm: ") + what + " of shape " + shape_string(v.shape()) + " is not a matrix");
-  const auto st = v.strides();
-  dense_operand<T> d{v.data(), v.extent(0), v.extent(1), st[0], st[1]};
-  const bool row_major = d.cs == 1 || d.cols <= 1, col_major = d.rs == 1 || d.rows <= 1;
-  if (!row_major && !col_major)
-    throw error(std::string("spmm: ") + what + " has strides " + shape_string(st) +
-                "; pass a row-major or column-major matrix (unit stride along one axis)");
-  return d;
-}
-
-/// B and C of a product with an A of `rows` x `cols`, as dense operands; throws
-/// spruce::error naming all three shapes unless B is [cols, N] and C [rows, N].
-template <class T>
-std::pair<dense_operand<const T>, dense_operand<T>> spmm_operands(std::size_t rows, std::size_t cols,
-                                                                 const tensor_ref<const T>& b, const tensor_ref<T>& c) {
-  const auto bo = as_dense_operand(b, "B");
-  const auto co = as_dense_operand(c, "C");
-  if (bo.rows != cols || co.rows != rows || co.cols != bo.cols)
-    throw error("spmm: A is " + std::to_string(rows) + " x " + std::to_string(cols) + ", B " + shape_string(b.shape()) +
-                ", C " + shape_string(c.shape()) + "; need B [A.cols, N] and C [A.rows, N]");
-  return {bo, co};
-}
-
-/// C = beta * C (beta == 0: zeros, NaN included): the whole product when alpha is 0, as
-/// in BLAS, where A and B are not read.
-template <class T>
-void scale_dense(const dense_operand<T>& c, T beta) {
-  for (std::size_t i = 0; i < c.rows; ++i)
-    for (std::size_t j = 0; j < c.cols; ++j) {
-      T& x = c.data[i * c.rs + j * c.cs];
-      x = beta == T(0) ? T(0) : beta * x;
-    }
-}
-
-/// Copies B[k0:k1, j0:j0+len) into `panel` (width P, zero past len) so the product reads
-/// one contiguous, L2-resident block whatever B's layout and however its rows alias in
-/// the cache (a 4 KiB row stride would map every row to the same L1 set).
-template <class T, std::size_t P>
-void pack_panel(const dense_operand<const T>& b, std::size_t k0, std::size_t k1, std::size_t j0, std::size_t len,
-                T* __restrict panel) {
-  if (b.cs == 1) {
-    for (std::size_t k = k0; k < k1; ++k) {
-      const T* src = b.data + k * b.rs + j0;
-      T* dst = panel + (k - k0) * P;
-      std::memcpy(dst, src, len * sizeof(T));
-      std::fill(dst + len, dst + P, T(0));
-    }
-  } else {
-    if (len < P)
-      for (std::size_t k = k0; k < k1; ++k) std::fill(panel + (k - k0) * P + len, panel + (k - k0 + 1) * P, T(0));
-    for (std::size_t jj = 0; jj < len; ++jj) {
-      const T* src = b.data + (j0 + jj) * b.cs;
-      for (std::size_t k = k0; k < k1; ++k) panel[(k - k0) * P + jj] = src[k * b.rs];
-    }
-  }
-}
+inline constexpr std::size_t csr_panel = 4 * spruce::detail::simd_lanes<T>;
 
 /// out[0:P) = sum over entries [p, e) of values[p] * panel row (col_idx[p] - k0). Two
 /// interleaved sets of four register accumulators: eight independent FMA chains hide the
@@ -274,51 +213,11 @@ inline void csr_row_panel(const Index* __restrict ci, const T* __restrict av, In
 #endif
 }
 
-/// C[i, j0:j0+len) = alpha * acc + beta * C (first pass over K) or += alpha * acc (later
-/// passes). beta == 0 overwrites, as in BLAS, so NaN in C does not survive.
-template <class T>
-inline void store_panel(const dense_operand<T>& c, std::size_t i, std::size_t j0, std::size_t len, const T* acc, T alpha,
-                        T beta, bool first) {
-  T* dst = c.data + i * c.rs + j0 * c.cs;
-  const std::size_t cs = c.cs;
-  if (!first) {
-    for (std::size_t j = 0; j < len; ++j) dst[j * cs] += alpha * acc[j];
-  } else if (beta == T(0)) {
-    for (std::size_t j = 0; j < len; ++j) dst[j * cs] = alpha * acc[j];
-  } else {
-    for (std::size_t j = 0; j < len; ++j) dst[j * cs] = alpha * acc[j] + beta * dst[j * cs];
-  }
-}
-
-/// Runs `panel_job(j0, len, row_begin, row_end, scratch)` over every column panel of C,
-/// split between threads: whole panels per thread when there are enough of them (each
-/// thread keeps its packed B panel to itself), otherwise panels times row ranges. Scratch
-/// (`scratch_size` elements per thread) is allocated before the parallel region, so
-/// nothing inside it can throw.
-template <class T, std::size_t P, class Job>
-void for_each_panel(std::size_t rows, std::size_t cols, std::size_t work, std::size_t scratch_size, Job&& panel_job) {
-  const std::size_t panels = (cols + P - 1) / P;
-  if (panels == 0 || rows == 0) return;
-  const bool parallel = work >= (std::size_t{1} << 17) && max_threads() > 1;
-  const std::size_t threads = parallel ? static_cast<std::size_t>(max_threads()) : 1;
-  const std::size_t row_parts = panels >= threads ? 1 : std::min(rows, (threads + panels - 1) / panels);
-  const std::size_t tasks = panels * row_parts;
-  std::vector<T> scratch(threads * scratch_size);
-  parallel_chunks(tasks, [&](std::size_t t, std::size_t, std::size_t b, std::size_t e) {
-    T* mine = scratch.data() + t * scratch_size;
-    for (std::size_t task = b; task < e; ++task) {
-      const std::size_t q = task / row_parts, r = task % row_parts;
-      const std::size_t j0 = q * P;
-      panel_job(j0, std::min(P, cols - j0), rows * r / row_parts, rows * (r + 1) / row_parts, mine);
-    }
-  }, parallel ? 1 : tasks + 1);
-}
-
 /// C = alpha * A * B + beta * C for B and C with fewer than a quarter-panel of columns:
 /// rows of A split between threads, one pass over each row's nonzeros.
 template <class T, class Index>
 void csr_narrow(const csr_matrix<T, Index>& a, const dense_operand<const T>& b, const dense_operand<T>& c, T alpha, T beta) {
-  constexpr std::size_t most = spmm_panel<T> / 4;
+  constexpr std::size_t most = csr_panel<T> / 4;
   const std::size_t n = b.cols;
   const Index* rp = a.row_ptr().data();
   const Index* ci = a.col_idx().data();
@@ -334,42 +233,27 @@ void csr_narrow(const csr_matrix<T, Index>& a, const dense_operand<const T>& b, 
   }, total_work{a.nnz() * n + a.rows()});
 }
 
-}  // namespace detail
-
-/// C = alpha * A * B + beta * C with A sparse (M x K) and B (K x N), C (M x N) dense. B
-/// and C may each be row-major or column-major (a column-major B is X^T for a linear
-/// layer's X * W^T; a column-major C is then Y^T, so `spmm(W, X^T, Y^T)` computes
-/// Y = X * W^T in place). The product runs over panels of B's columns (four vector
-/// registers wide): each panel is packed, in slices of rows that fit in L2, and every row
-/// of A accumulates its nonzeros against it in registers, so B is read from memory once
-/// and C written once. Panels are split between threads (OpenMP). beta == 0 overwrites C
-/// (NaN in C does not survive); alpha == 0 only scales C, as in BLAS (B is not read).
-/// Throws spruce::error, writing nothing, when the shapes or layouts disagree.
+/// The product over panels of csr_panel columns, in L2-sized K slices; with several
+/// slices, where each row's entries of each slice begin is found once per call (binary
+/// search in the sorted column indices) rather than once per panel.
 template <class T, class Index>
-void spmm(const csr_matrix<T, Index>& a, const tensor_ref<const T>& b, const tensor_ref<T>& c, T alpha = T(1),
-          T beta = T(0)) {
-  const auto operands = detail::spmm_operands(a.rows(), a.cols(), b, c);
-  const auto& bo = operands.first;
-  const auto& co = operands.second;
-  if (alpha == T(0)) return detail::scale_dense(co, beta);
-  constexpr std::size_t P = detail::spmm_panel<T>;
-  constexpr std::size_t depth = detail::spmm_depth<T>;
+void csr_product(const csr_matrix<T, Index>& a, const dense_operand<const T>& bo, const dense_operand<T>& co, T alpha,
+                 T beta) {
+  constexpr std::size_t P = csr_panel<T>;
   if (bo.cols < P / 4) {
     // A few columns (a linear layer at batch 1-3, a matrix-vector product): a padded
     // panel would waste most of its lanes, so each row of A walks its nonzeros once and
     // gathers the few B entries it needs.
-    detail::csr_narrow(a, bo, co, alpha, beta);
+    csr_narrow(a, bo, co, alpha, beta);
     return;
   }
-  const std::size_t k_total = a.cols();
-  const std::size_t slice = std::max<std::size_t>(1, std::min(k_total, depth));
+  const std::size_t k_total = a.cols(), m = a.rows();
+  const std::size_t slice = std::max<std::size_t>(1, std::min(k_total, slice_depth<T, P>(1.0, true)));
+  const slicing k{k_total, k_total, slice, 1};
+  const std::size_t slices = k.count();
   const Index* rp = a.row_ptr().data();
   const Index* ci = a.col_idx().data();
   const T* av = a.values().data();
-  const std::size_t m = a.rows();
-  // With several K slices, where each row's entries of each slice begin, found once per
-  // call (binary search in the sorted column indices) rather than once per panel.
-  const std::size_t slices = std::max<std::size_t>(1, (k_total + slice - 1) / slice);  // K = 0 still writes beta * C
   std::vector<Index> bounds;
   if (slices > 1) {
     bounds.resize(m * (slices + 1));
@@ -381,21 +265,35 @@ void spmm(const csr_matrix<T, Index>& a, const tensor_ref<const T>& b, const ten
       bi[slices] = rp[i + 1];
     }, total_work{a.nnz()});
   }
-  detail::for_each_panel<T, P>(m, bo.cols, a.nnz() * bo.cols + m * bo.cols, slice * P + P,
-                               [&](std::size_t j0, std::size_t len, std::size_t r0, std::size_t r1, T* scratch) {
-    T* panel = scratch;
-    T* acc = scratch + slice * P;
-    for (std::size_t s = 0; s < slices; ++s) {
-      const std::size_t k0 = s * slice, k1 = std::min(k_total, k0 + slice);
-      detail::pack_panel<T, P>(bo, k0, k1, j0, len, panel);
-      for (std::size_t i = r0; i < r1; ++i) {
-        const Index* bi = slices > 1 ? bounds.data() + i * (slices + 1) + s : nullptr;
-        const Index p = bi ? bi[0] : rp[i], e = bi ? bi[1] : rp[i + 1];
-        detail::csr_row_panel<T, Index, P>(ci, av, p, e, panel, k0, acc);
-        detail::store_panel(co, i, j0, len, acc, alpha, beta, s == 0);
-      }
+  panel_product<T, P>(bo, co, alpha, beta, k, m, a.nnz() * bo.cols + m * bo.cols, P, [&](const panel_slice<T, P>& s) {
+    const std::size_t si = s.k0 / slice;
+    for (std::size_t i = s.r0; i < s.r1; ++i) {
+      const Index* bi = slices > 1 ? bounds.data() + i * (slices + 1) + si : nullptr;
+      const Index p = bi ? bi[0] : rp[i], e = bi ? bi[1] : rp[i + 1];
+      csr_row_panel<T, Index, P>(ci, av, p, e, s.panel, s.k0, s.scratch);
+      s.store(i, s.scratch);
     }
   });
 }
 
+}  // namespace detail
+
+/// C = alpha * A * B + beta * C with A sparse (M x K) and B (K x N), C (M x N) dense. B
+/// and C may each be row-major or column-major (a column-major B is X^T for a linear
+/// layer's X * W^T; a column-major C is then Y^T, so `spmm(W, X^T, Y^T)` computes
+/// Y = X * W^T in place). The product runs over panels of B's columns (four vector
+/// registers wide): each panel is packed, in slices of rows that fit in L2, and every row
+/// of A accumulates its nonzeros against it in registers, so B is read from memory once
+/// and C written once. Panels are split between threads (OpenMP). beta == 0 overwrites C
+/// (NaN in C does not survive); alpha == 0 only scales C, as in BLAS (B is not read).
+/// Throws spruce::error, writing nothing, when the shapes or layouts disagree.
+template <class T, class Index, class VB, class VC>
+  requires dense_operands_of<VB, VC, T>
+void spmm(const csr_matrix<T, Index>& a, const VB& b, const VC& c, std::type_identity_t<T> alpha = T(1),
+          std::type_identity_t<T> beta = T(0)) {
+  detail::spmm_entry<T>(a.rows(), a.cols(), to_const_ref(b), to_ref(c), alpha, beta,
+                        [&](const auto& bo, const auto& co) { detail::csr_product(a, bo, co, alpha, beta); });
+}
+
+}  // namespace SPRUCE_SIMD_ABI
 }  // namespace spruce::sparse

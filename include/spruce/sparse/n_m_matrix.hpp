@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
@@ -12,11 +13,14 @@
 #include "spruce/core/shape.hpp"
 #include "spruce/core/simd.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/core/view.hpp"
+#include "spruce/granularity/n_m.hpp"
 #include "spruce/prune/mask.hpp"
-#include "spruce/sparse/block_sparse.hpp"  // the tiled-product helpers it shares with block_sparse_matrix
-#include "spruce/sparse/csr.hpp"
+#include "spruce/sparse/detail/panel_engine.hpp"
+#include "spruce/sparse/format.hpp"
 
 namespace spruce::sparse {
+inline namespace SPRUCE_SIMD_ABI {
 
 namespace detail {
 
@@ -54,6 +58,10 @@ template <class T>
 class n_m_matrix {
  public:
   using value_type = T;
+  /// The N:M pattern (sparse_format): the run-time granularity::n_m_pattern, which a
+  /// compile-time granularity::n_m<N, M> converts to. Its allow_padding is not consulted:
+  /// the matrix always stores a short last group as if zero-padded.
+  using options_type = granularity::n_m_pattern;
 
   n_m_matrix() = default;
 
@@ -75,7 +83,10 @@ class n_m_matrix {
   /// The entries of the 2-D `dense` view (any strides) that `keep` (same shape) keeps;
   /// groups run along the last axis. Throws spruce::error naming the row and group when a
   /// group keeps more than N: prune with spruce::n_m_prune first.
-  static n_m_matrix from_dense(const tensor_ref<const T>& dense, const mask& keep, std::size_t n, std::size_t m) {
+  template <host_view V>
+    requires std::same_as<view_value_t<V>, T>
+  static n_m_matrix from_dense(const V& dense_view, const mask& keep, std::size_t n, std::size_t m) {
+    const tensor_ref<const T> dense = to_const_ref(dense_view);
     check_input(dense, n, m);
     if (!std::ranges::equal(keep.shape(), dense.shape()))
       throw error("n_m_matrix::from_dense: mask of shape " + shape_string(keep.shape()) + " for a matrix of shape " +
@@ -86,11 +97,21 @@ class n_m_matrix {
                  [k, cols](std::size_t i, std::size_t j, T v) { return k[i * cols + j] ? v : T(0); });
   }
 
+  /// from_dense(dense, keep, pattern.n, pattern.m): the sparse_format form.
+  template <host_view V>
+    requires std::same_as<view_value_t<V>, T>
+  static n_m_matrix from_dense(const V& dense, const mask& keep, const granularity::n_m_pattern& pattern) {
+    return from_dense(dense, keep, pattern.n, pattern.m);
+  }
+
   /// The nonzeros of the 2-D `dense` view, which must have the N:M pattern along the last
   /// axis (at most N nonzeros per group); every slot stores the value found there, fillers
   /// included, so to_dense gives back `dense` exactly but for the sign of zeros that no
   /// slot holds (-0 comes back +0, as with CSR).
-  static n_m_matrix from_dense(const tensor_ref<const T>& dense, std::size_t n, std::size_t m) {
+  template <host_view V>
+    requires std::same_as<view_value_t<V>, T>
+  static n_m_matrix from_dense(const V& dense_view, std::size_t n, std::size_t m) {
+    const tensor_ref<const T> dense = to_const_ref(dense_view);
     check_input(dense, n, m);
     return build(dense, n, m, "the matrix has", [](std::size_t, std::size_t, T v) { return v != T(0); },
                  [](std::size_t, std::size_t, T v) { return v; });
@@ -120,8 +141,12 @@ class n_m_matrix {
     return detail::n_m_position(positions_.data() + i * row_bytes(), g * n_ + s, index_bits());
   }
 
-  /// Writes the matrix into the packed 2-D `out` (zeros outside the stored slots); exact.
-  void to_dense(const tensor_ref<T>& out) const {
+  /// Writes the matrix into the packed 2-D `out` (any writable host view; zeros outside the
+  /// stored slots); exact.
+  template <host_view V>
+    requires mutable_view<V> && std::same_as<view_value_t<V>, T>
+  void to_dense(const V& out_view) const {
+    const tensor_ref<T> out = to_ref(out_view);
     if (out.rank() != 2 || out.extent(0) != rows_ || out.extent(1) != cols_ || !out.is_contiguous())
       throw error("n_m_matrix::to_dense: output of shape " + shape_string(out.shape()) + " for a " +
                   std::to_string(rows_) + " x " + std::to_string(cols_) + " matrix; pass a packed matrix of that shape");
@@ -320,28 +345,19 @@ template <class T, std::size_t Wv>
 void n_m_spmm(const n_m_matrix<T>& a, const dense_operand<const T>& bo, const dense_operand<T>& co, T alpha, T beta) {
   constexpr std::size_t L = spruce::detail::simd_lanes<T>, P = Wv * L;
   const std::size_t n = a.n(), m = a.m(), bits = a.index_bits(), groups = a.groups_per_row(), rb = a.row_bytes();
-  const std::size_t k_total = a.cols();
   const std::size_t align = n_m_step_groups(n, bits);
   const std::size_t depth =  // groups
       std::max(align, slice_depth<T, P>(static_cast<double>(n) / static_cast<double>(m), false) / m / align * align);
-  const std::size_t slice_rows = std::min(depth, std::max<std::size_t>(groups, 1)) * m;
   const n_m_row_fn<T> row_fn = pick_n_m_row<T, Wv>(n, m);
   const T* av = a.values().data();
   const std::uint8_t* pos = a.positions().data();
-  const std::size_t scratch = slice_rows * P + P + cache_align_slack<T>;
-  for_each_panel<T, P>(a.rows(), bo.cols, a.stored_values() * bo.cols + a.rows() * bo.cols, scratch,
-                       [&](std::size_t j0, std::size_t len, std::size_t r0, std::size_t r1, T* raw) {
-    T* panel = cache_aligned(raw);
-    T* acc = panel + slice_rows * P;
-    for (std::size_t g0 = 0; g0 == 0 || g0 < groups; g0 += depth) {
-      const std::size_t ng = std::min(depth, groups - g0);
-      const std::size_t k0 = g0 * m, k1 = std::min(k_total, (g0 + ng) * m);
-      pack_panel<T, P>(bo, k0, k1, j0, len, panel);
-      zero_panel_rows<T, P>(panel, k1 - k0, ng * m);
-      for (std::size_t i = r0; i < r1; ++i) {
-        row_fn(av + (i * groups + g0) * n, pos + i * rb + g0 * n * bits / 8, ng, n, m, panel, acc);
-        store_panel(co, i, j0, len, acc, alpha, beta, g0 == 0);
-      }
+  const slicing k{a.cols(), groups * m, depth * m, m};
+  panel_product<T, P>(bo, co, alpha, beta, k, a.rows(), a.stored_values() * bo.cols + a.rows() * bo.cols, P,
+                      [&](const panel_slice<T, P>& s) {
+    const std::size_t g0 = s.k0 / m, ng = std::min(depth, groups - g0);
+    for (std::size_t i = s.r0; i < s.r1; ++i) {
+      row_fn(av + (i * groups + g0) * n, pos + i * rb + g0 * n * bits / 8, ng, n, m, s.panel, s.scratch);
+      s.store(i, s.scratch);
     }
   });
 }
@@ -349,27 +365,25 @@ void n_m_spmm(const n_m_matrix<T>& a, const dense_operand<const T>& bo, const de
 }  // namespace detail
 
 /// C = alpha * A * B + beta * C with A N:M-compressed (M_A x K) and B (K x N_B), C (M_A x
-/// N_B) dense, each row- or column-major (as for the CSR spmm). Every stored value
-/// multiplies one row of B: panels of B's columns (up to eight vector registers wide) are
-/// packed in K slices that fit in L1 and each row of A accumulates its slots in registers;
-/// the common patterns (2:4 above all) decode their positions with constant shifts, one
-/// byte per step. Panels (or, when B is narrow, row ranges) are split between threads.
-/// Stored zeros take part like any value (0 * inf is NaN, as in a dense product). beta ==
-/// 0 overwrites C (NaN in C does not survive); alpha == 0 only scales C. Throws
-/// spruce::error, writing nothing, when the shapes or layouts disagree.
-template <class T>
-void spmm(const n_m_matrix<T>& a, const tensor_ref<const T>& b, const tensor_ref<T>& c, T alpha = T(1), T beta = T(0)) {
-  const auto operands = detail::spmm_operands(a.rows(), a.cols(), b, c);
-  const auto& bo = operands.first;
-  const auto& co = operands.second;
-  if (alpha == T(0)) return detail::scale_dense(co, beta);
-  constexpr std::size_t L = spruce::detail::simd_lanes<T>;
-  switch (detail::pow2_at_least((bo.cols + L - 1) / L, 8)) {
-    case 1: return detail::n_m_spmm<T, 1>(a, bo, co, alpha, beta);
-    case 2: return detail::n_m_spmm<T, 2>(a, bo, co, alpha, beta);
-    case 4: return detail::n_m_spmm<T, 4>(a, bo, co, alpha, beta);
-    default: return detail::n_m_spmm<T, 8>(a, bo, co, alpha, beta);
-  }
+/// N_B) dense (any host views), each row- or column-major (as for the CSR spmm). Every
+/// stored value multiplies one row of B: panels of B's columns (up to eight vector
+/// registers wide) are packed in K slices sized by the engine's cache knobs (L1 for 2:4)
+/// and each row of A accumulates its slots in registers; the common patterns (2:4 above
+/// all) decode their positions with constant shifts, one byte per step. Panels (or, when
+/// B is narrow, row ranges) are split between threads. Stored zeros take part like any
+/// value (0 * inf is NaN, as in a dense product). beta == 0 overwrites C (NaN in C does
+/// not survive); alpha == 0 only scales C. Throws spruce::error, writing nothing, when the
+/// shapes or layouts disagree.
+template <class T, class VB, class VC>
+  requires dense_operands_of<VB, VC, T>
+void spmm(const n_m_matrix<T>& a, const VB& b, const VC& c, std::type_identity_t<T> alpha = T(1),
+          std::type_identity_t<T> beta = T(0)) {
+  detail::spmm_entry<T>(a.rows(), a.cols(), to_const_ref(b), to_ref(c), alpha, beta, [&](const auto& bo, const auto& co) {
+    constexpr std::size_t L = spruce::detail::simd_lanes<T>;
+    detail::with_panel_registers(detail::pow2_at_least((bo.cols + L - 1) / L, 8),
+                                 [&](auto w) { detail::n_m_spmm<T, decltype(w)::value>(a, bo, co, alpha, beta); });
+  });
 }
 
+}  // namespace SPRUCE_SIMD_ABI
 }  // namespace spruce::sparse
