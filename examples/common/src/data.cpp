@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "spruce/core/error.hpp"
+#include "spruce/core/shape.hpp"
 
 namespace train {
 namespace {
@@ -446,11 +447,7 @@ void normalise(dataset& data, const channel_stats& stats) {
 
 namespace {
 
-std::uint64_t mix64(std::uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
+using spruce::detail::mix64;
 
 class splitmix {
  public:

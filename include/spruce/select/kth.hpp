@@ -17,6 +17,7 @@
 #include "spruce/core/byte_buffer.hpp"
 #include "spruce/core/error.hpp"
 #include "spruce/core/parallel.hpp"
+#include "spruce/core/shape.hpp"
 #include "spruce/select/key.hpp"
 #include "spruce/select/radix_select.hpp"
 
@@ -166,9 +167,7 @@ void sample_bracket(std::span<const segment<Src>> segs, std::size_t rank, typena
   const std::size_t stratum = n / runs;
   std::size_t seg = 0;
   for (std::size_t j = 0; j < runs; ++j) {
-    std::uint64_t h = (j + 1) * 0x9E3779B97F4A7C15ull;
-    h = (h ^ (h >> 31)) * 0xBF58476D1CE4E5B9ull;
-    h ^= h >> 29;
+    const std::uint64_t h = spruce::detail::splitmix64(0, j);
     const std::size_t start = j * stratum + static_cast<std::size_t>(h % (stratum - run + 1));
     while (segs[seg].offset + segs[seg].n <= start) ++seg;
     const std::size_t local = start - segs[seg].offset;
