@@ -307,3 +307,36 @@ TEST_CASE("a gradient of another shape is an error and nothing is written") {
   CHECK_THROWS_WITH_AS(reg.apply_to_gradients(grads), doctest::Contains("does not match"), spruce::error);
   CHECK(g1 == std::vector<float>(6, 1.0f));  // validated all before writing any
 }
+
+TEST_CASE("fine_grained_prune takes a vector, a span or an array, and counts or ratios") {
+  std::mt19937 rng(77);
+  std::normal_distribution<float> g;
+  std::vector<float> a0(10 * 12), b0(5 * 3 * 3 * 3);
+  for (float& x : a0) x = g(rng);
+  for (float& x : b0) x = g(rng);
+  auto a = a0, b = b0;
+  const std::vector<std::size_t> sa{10, 12}, sb{5, 3, 3, 3};
+  const std::vector<named_tensor<float>> vec{{"a", tensor_ref<float>(a.data(), sa)}, {"b", tensor_ref<float>(b.data(), sb)}};
+  const std::array<named_tensor<float>, 2> arr{vec[0], vec[1]};
+  const sparsity_table table{{"a", 0.5}, {"b", 30}};  // b: a count of weights
+  const mask want_a = magnitude_mask(tensor_ref<const float>(a0.data(), sa), selection::threshold{0.5});
+  const mask want_b = magnitude_mask(tensor_ref<const float>(b0.data(), sb), selection::threshold{30.0 / 135.0});
+  CHECK(want_b.count_pruned() == 30);
+  auto check = [&](const auto& params) {
+    a = a0, b = b0;
+    auto reg = fine_grained_prune(params, table);
+    CHECK(reg.at("a") == want_a);
+    CHECK(reg.at("b") == want_b);
+    for (std::size_t i = 0; i < b.size(); ++i) CHECK(b[i] == (want_b.bytes()[i] ? b0[i] : 0.0f));
+  };
+  check(vec);
+  check(arr);
+  check(std::span<const named_tensor<float>>(vec));
+  a = a0, b = b0;
+  auto ex = fine_grained_prune<selection::exact>(vec, {{"b", 31}});
+  CHECK(ex.at("b").count_pruned() == 31);
+  a = a0, b = b0;
+  CHECK_THROWS_WITH_AS(fine_grained_prune<selection::exact>(vec, {{"b", 136}}), doctest::Contains("'b'"),
+                       spruce::error);
+  CHECK(b == b0);
+}

@@ -2,10 +2,13 @@
 // against the agreed PyTorch references and a naive group walk.
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <random>
+#include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "spruce/spruce.hpp"
@@ -439,4 +442,301 @@ TEST_CASE("pruner composes an N:M granularity with element-wise criteria") {
   for (std::size_t i = 0; i < w.size(); ++i) taylor[i] = std::abs(w[i] * g[i]);
   CHECK(m == n_m_mask(tensor_ref<const float>(taylor.data(), shape), granularity::n_m<2, 4>{}, "w"));
   CHECK_THROWS_WITH_AS(tp.compute(criterion::inputs<float>{wv}, "w"), doctest::Contains("needs the grad"), spruce::error);
+}
+
+// ---- open composition, N:M composition, ranges, amounts, scores without a rule ----
+
+namespace {
+
+// |w| scaled: orders exactly like |w|; counts its element() calls so a test can see
+// whether the fused path (which never scores) was taken.
+template <bool Declares>
+struct scaled_abs {
+  static constexpr bool needs_grad = false;
+  static constexpr bool needs_hessian = false;
+  static constexpr bool orders_like_magnitude = Declares;
+  static inline std::size_t calls = 0;
+  template <class T>
+  T element(T w, T, T) const {
+    ++calls;
+    return T(3) * std::abs(w);
+  }
+  template <class T>
+  T reduce(T a, T b) const { return a + b; }
+  template <class T>
+  T finish(T a) const { return a; }
+  template <class T>
+  T identity() const { return T(0); }
+};
+
+// A user granularity that declares one weight per group (the element layout).
+struct my_element {
+  static constexpr bool one_weight_per_group = true;
+  granularity::group_layout layout(std::span<const std::size_t> shape, const std::string& name = {}) const {
+    return granularity::element{}.layout(shape, name);
+  }
+};
+
+// A user criterion that reads its own per-tensor data through inputs::extra: the score of
+// group g is extra.bias[g] + sum |w| over the group.
+struct biased_l1 {
+  struct extra_type {
+    std::vector<float> bias;
+  };
+  template <class T>
+  void group_scores(const criterion::inputs<T, extra_type>& in, const granularity::group_layout& l,
+                    std::span<T> out, const std::string& name) const {
+    if (in.extra.bias.size() != out.size()) throw spruce::error("bias of " + name + " has the wrong size");
+    for (std::size_t g = 0; g < out.size(); ++g) out[g] = in.extra.bias[g];
+    for (std::size_t i = 0; i < in.weight.size(); ++i) out[l.group_of(i)] += std::abs(in.weight.data()[i]);
+  }
+};
+
+std::vector<float> randn(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> g;
+  std::vector<float> v(n);
+  for (float& x : v) x = g(rng);
+  return v;
+}
+
+template <class P>
+concept can_compute = requires(const P& p, const tensor_ref<const float>& w) { p.compute(w); };
+
+}  // namespace
+
+TEST_CASE("a user criterion declaring orders_like_magnitude takes the fused paths") {
+  const std::vector<std::size_t> s{32, 48};
+  auto w = randn(32 * 48, 5);
+  for (std::size_t i = 0; i < w.size(); i += 7) w[i] = -w[i + 1 < w.size() ? i + 1 : i];  // ties
+  const tensor_ref<const float> v(w.data(), s);
+  const pruner<granularity::element, criterion::l1, selection::exact> ref{{}, {}, selection::exact(0.4)};
+  const pruner<granularity::element, scaled_abs<true>, selection::exact> fused{{}, {}, selection::exact(0.4)};
+  const pruner<granularity::element, scaled_abs<false>, selection::exact> plain{{}, {}, selection::exact(0.4)};
+  const pruner<my_element, scaled_abs<true>, selection::exact> user_g{{}, {}, selection::exact(0.4)};
+  scaled_abs<true>::calls = scaled_abs<false>::calls = 0;
+  CHECK(fused.compute(v) == ref.compute(v));
+  CHECK(user_g.compute(v) == ref.compute(v));
+  CHECK(scaled_abs<true>::calls == 0);  // selected on |w| directly
+  CHECK(plain.compute(v) == ref.compute(v));
+  CHECK(scaled_abs<false>::calls == w.size());  // scored every weight
+  // N:M: the fused path ranks |w| directly.
+  const pruner<granularity::n_m<2, 4>, scaled_abs<true>> nm_fused{};
+  const pruner<granularity::n_m<2, 4>, scaled_abs<false>> nm_plain{};
+  scaled_abs<true>::calls = scaled_abs<false>::calls = 0;
+  CHECK(nm_fused.compute(v) == n_m_mask(v, granularity::n_m<2, 4>{}));
+  CHECK(nm_plain.compute(v) == n_m_mask(v, granularity::n_m<2, 4>{}));
+  CHECK(scaled_abs<true>::calls == 0);
+  CHECK(scaled_abs<false>::calls == w.size());
+  // Global scope: fused too, same masks as L1.
+  std::vector<named_tensor<float>> params{{"a", tensor_ref<float>(w.data(), s)}};
+  scaled_abs<true>::calls = 0;
+  CHECK(global_masks(fused, params) == global_masks(ref, params));
+  CHECK(scaled_abs<true>::calls == 0);
+}
+
+TEST_CASE("criterion inputs carry a user criterion's extra data through the pruner") {
+  const std::vector<std::size_t> s{6, 5};
+  const auto w = randn(30, 9);
+  const tensor_ref<const float> v(w.data(), s);
+  const criterion::inputs<float, biased_l1::extra_type> in{v, {}, {}, {}, {{0, 100, 0, 0, 100, 0}}};
+  const pruner<granularity::filter, biased_l1, selection::exact> p{{}, {}, selection::exact(std::size_t{2})};
+  const auto sc = p.scores(in, "w");
+  REQUIRE(sc.size() == 6);
+  for (std::size_t g = 0; g < 6; ++g) {
+    float want = in.extra.bias[g];
+    for (std::size_t j = 0; j < 5; ++j) want += std::abs(w[g * 5 + j]);
+    CHECK(sc[g] == doctest::Approx(want));
+  }
+  const mask m = p.compute(in, "w");
+  CHECK(m.bytes()[1 * 5] == 1);
+  CHECK(m.bytes()[4 * 5] == 1);
+  CHECK(m.count_pruned() == 2 * 5);
+  CHECK(scores(granularity::filter{}, biased_l1{}, in, "w") == sc);
+}
+
+TEST_CASE("scores need no selection rule: pruner<G, C> and spruce::scores") {
+  const std::vector<std::size_t> s{8, 4, 3, 3};
+  auto w = randn(8 * 4 * 9, 17);
+  const tensor_ref<const float> v(w.data(), s);
+  const pruner<granularity::filter, criterion::l2> p{};
+  static_assert(std::is_same_v<decltype(p.selection), selection::none>);
+  static_assert(!can_compute<pruner<granularity::filter, criterion::l2>>);
+  static_assert(can_compute<pruner<granularity::filter, criterion::l2, selection::exact>>);
+  static_assert(can_compute<pruner<granularity::n_m<2, 4>, criterion::l1>>);  // N:M needs no rule
+  const auto want = group_scores(criterion::l2{}, criterion::inputs<float>{v}, granularity::filter{}.layout(s));
+  CHECK(p.scores(v) == want);
+  CHECK(p.scores(make_view(w, 8, 4, 3, 3)) == want);
+  CHECK(scores(granularity::filter{}, criterion::l2{}, v) == want);
+  CHECK(scores(granularity::filter{}, criterion::l2{}, criterion::inputs<float>{v}, "w") == want);
+  // N:M scores are element scores; a run-time pattern that does not form is refused.
+  CHECK(scores(granularity::n_m_pattern{2, 4}, criterion::l1{}, v).size() == w.size());
+  CHECK_THROWS_WITH_AS(scores(granularity::n_m_pattern{4, 4}, criterion::l1{}, v, "conv"),
+                       doctest::Contains("'conv'"), spruce::error);
+}
+
+TEST_CASE("multi-tensor functions take any contiguous range of named tensors") {
+  const std::vector<std::size_t> sa{16, 16}, sb{8, 32};
+  const auto a0 = randn(256, 1), b0 = randn(256, 2);
+  auto a = a0, b = b0;
+  const std::vector<named_tensor<float>> vec{{"a", tensor_ref<float>(a.data(), sa)}, {"b", tensor_ref<float>(b.data(), sb)}};
+  const std::array<named_tensor<float>, 2> arr{vec[0], vec[1]};
+  const std::span<const named_tensor<float>> cspan(vec);
+  std::vector<named_tensor<float>> mvec = vec;
+  const std::span<named_tensor<float>> mspan(mvec);
+  const pruner<granularity::element, criterion::l1, selection::exact> p{{}, {}, selection::exact(0.5)};
+  const auto want = global_masks(p, cspan);
+  CHECK(global_masks(p, vec) == want);
+  CHECK(global_masks(p, arr) == want);
+  CHECK(global_masks(p, mspan) == want);
+  const sparsity_table table{{"a", 0.5}, {"b", 0.25}};
+  const auto want_a = per_layer_masks(p, cspan, table).at("a");
+  CHECK(per_layer_masks(p, vec, table).at("a") == want_a);
+  CHECK(per_layer_masks(p, arr, table).at("a") == want_a);
+  CHECK(per_layer_masks(p, mspan, table).at("a") == want_a);
+  const auto sched = schedule::one_shot(0.5, 3);
+  const mask want_b = p.compute(vec[1].view);
+  CHECK(prune_at_step(sched, 3, p, vec)->at("b") == want_b);
+  a = a0, b = b0;
+  CHECK(prune_at_step(sched, 3, p, arr, scope::global).has_value());
+  a = a0, b = b0;
+  auto reg = global_prune(p, vec, {});
+  CHECK(reg.at("a") == want[0]);
+  a = a0, b = b0;
+  auto reg2 = per_layer_prune(p, arr, table);
+  CHECK(reg2.at("a") == want_a);
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == (want_a.bytes()[i] ? a0[i] : 0.0f));
+}
+
+TEST_CASE("global scope with an N:M pruner: each tensor its own N:M mask; bounded limits are refused") {
+  const std::vector<std::size_t> sa{16, 8, 3, 3}, sb{10, 30};
+  auto a = randn(16 * 8 * 9, 3), b = randn(300, 4);
+  for (float& x : b) x *= 0.01f;  // tiny weights: a global cut would empty b, the pattern cannot
+  const std::vector<named_tensor<float>> params{{"a", tensor_ref<float>(a.data(), sa)}, {"b", tensor_ref<float>(b.data(), sb)}};
+  const pruner<granularity::n_m<2, 4>, criterion::l1> p{};
+  const auto masks = global_masks(p, params);
+  REQUIRE(masks.size() == 2);
+  CHECK(masks[0] == n_m_mask(params[0].view, granularity::n_m<2, 4>{}));
+  CHECK(masks[1] == n_m_mask(params[1].view, granularity::n_m<2, 4>{}));
+  const pruner<granularity::n_m_pattern, criterion::l1, selection::exact> rt{{1, 4}, {}, selection::exact(0.9)};
+  const auto rm = global_masks(rt, params);
+  CHECK(rm[0] == n_m_mask(params[0].view, granularity::n_m<1, 4>{}));
+  CHECK(rm[1] == n_m_mask(params[1].view, granularity::n_m<1, 4>{}));
+  CHECK_THROWS_WITH_AS(global_masks(p, params, {0.0, 0.9}), doctest::Contains("fixes every tensor's sparsity"),
+                       spruce::error);
+  CHECK_THROWS_WITH_AS(global_masks(p, params, {0.0, 1.0, 1}), doctest::Contains("2:4"), spruce::error);
+  const std::vector<named_tensor<float>> dup{params[0], params[0]};
+  CHECK_THROWS_WITH_AS(global_masks(p, dup), doctest::Contains("twice"), spruce::error);
+  const pruner<granularity::n_m_pattern, criterion::l1> bad{{4, 4}};
+  CHECK_THROWS_WITH_AS(global_masks(bad, params), doctest::Contains("'a'"), spruce::error);
+  const auto a0 = a;
+  auto reg = global_prune(p, params);
+  CHECK(reg.at("a") == masks[0]);
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == (masks[0].bytes()[i] ? a0[i] : 0.0f));
+}
+
+TEST_CASE("prune_at_step with an N:M pruner applies the pattern at the scheduled steps only") {
+  const std::vector<std::size_t> sa{8, 16}, sb{4, 8, 3, 3};
+  const auto a0 = randn(128, 5), b0 = randn(288, 6);
+  auto a = a0, b = b0;
+  const std::vector<named_tensor<float>> params{{"a", tensor_ref<float>(a.data(), sa)}, {"b", tensor_ref<float>(b.data(), sb)}};
+  const pruner<granularity::n_m<2, 4>, criterion::l1> p{};
+  const auto want_a = n_m_mask(tensor_ref<const float>(a0.data(), sa), granularity::n_m<2, 4>{});
+  const auto want_b = n_m_mask(tensor_ref<const float>(b0.data(), sb), granularity::n_m<2, 4>{});
+  const auto c = schedule::constant(0.5, 10, 30, 10);
+  CHECK_FALSE(prune_at_step(c, 5, p, params).has_value());
+  CHECK(a == a0);
+  for (auto where : {scope::per_tensor, scope::global}) {
+    a = a0, b = b0;
+    auto reg = prune_at_step(c, 20, p, params, where);
+    REQUIRE(reg.has_value());
+    CHECK(reg->at("a") == want_a);
+    CHECK(reg->at("b") == want_b);
+    for (std::size_t i = 0; i < b.size(); ++i) CHECK(b[i] == (want_b.bytes()[i] ? b0[i] : 0.0f));
+  }
+  a = a0;
+  CHECK(prune_at_step(schedule::one_shot(0.5, 0), 0, pruner<granularity::n_m_pattern, criterion::l1>{{2, 4}}, params)
+            ->at("a") == want_a);
+  // A ramp (or any other sparsity) cannot be an N:M pattern: refused, saying what to use.
+  a = a0;
+  const auto ramp = schedule::agp(0.0, 0.5, 0, 100, 10);
+  CHECK_FALSE(prune_at_step(ramp, 5, p, params).has_value());
+  CHECK_THROWS_WITH_AS(prune_at_step(ramp, 50, p, params), doctest::Contains("one_shot(0.5"), spruce::error);
+  CHECK_THROWS_WITH_AS(prune_at_step(ramp, 50, p, params), doctest::Contains("2:4"), spruce::error);
+  CHECK(a == a0);  // nothing written
+  CHECK_NOTHROW(prune_at_step(ramp, 100, p, params));  // the ramp's end is the pattern's sparsity
+  CHECK_THROWS_WITH_AS(prune_at_step(schedule::one_shot(0.75, 0), 0, p, params),
+                       doctest::Contains("constant(0.5"), spruce::error);
+}
+
+TEST_CASE("per-layer tables with an N:M pruner: the entry must be the pattern's sparsity") {
+  const std::vector<std::size_t> sa{8, 10}, sb{4, 8, 3, 3};  // a: rows of 10 = two groups + a partial one of 2
+  auto a = randn(80, 7), b = randn(288, 8);
+  const std::vector<named_tensor<float>> params{{"a", tensor_ref<float>(a.data(), sa)}, {"b", tensor_ref<float>(b.data(), sb)}};
+  const pruner<granularity::n_m<2, 4>, criterion::l1> p{};
+  auto reg = per_layer_masks(p, params, {{"a", 0.5}, {"b", 144}});  // b: a count, exactly the pattern's
+  CHECK(reg.at("a") == n_m_mask(params[0].view, granularity::n_m<2, 4>{}));
+  CHECK(reg.at("b") == n_m_mask(params[1].view, granularity::n_m<2, 4>{}));
+  // a prunes 2 of each full group and none of its partial groups: 8 * 4 = 32 weights.
+  CHECK(reg.at("a").count_pruned() == 32);
+  CHECK_NOTHROW(per_layer_masks(p, params, {{"a", 32}}));
+  CHECK_THROWS_WITH_AS(per_layer_masks(p, params, {{"a", 0.6}}), doctest::Contains("fixes it at 1 - N/M = 0.5"),
+                       spruce::error);
+  CHECK_THROWS_WITH_AS(per_layer_masks(p, params, {{"a", 0.6}}), doctest::Contains("'a'"), spruce::error);
+  CHECK_THROWS_WITH_AS(per_layer_masks(p, params, {{"a", 40}}), doctest::Contains("fixes the count at 32"),
+                       spruce::error);
+  const auto a0 = a;
+  CHECK_THROWS_AS(per_layer_prune(p, params, {{"b", 0.5}, {"a", 0.25}}), spruce::error);
+  CHECK(a == a0);
+  const mask want_b14 = n_m_mask(tensor_ref<const float>(b.data(), sb), granularity::n_m<1, 4>{});
+  auto applied = per_layer_prune(pruner<granularity::n_m_pattern, criterion::l1>{{1, 4}}, params, {{"b", 0.75}});
+  CHECK(applied.at("b") == want_b14);
+}
+
+TEST_CASE("per-layer tables hold counts or ratios (torch's amount)") {
+  const std::vector<std::size_t> sa{12, 10}, sb{6, 4, 3, 3};
+  auto a = randn(120, 11), b = randn(216, 12);
+  for (std::size_t i = 0; i < a.size(); i += 3) a[i] = 0.25f;  // ties
+  const std::vector<named_tensor<float>> params{{"a", tensor_ref<float>(a.data(), sa)}, {"b", tensor_ref<float>(b.data(), sb)}};
+  // The existing syntax keeps compiling, and values read back as numbers.
+  sparsity_table table{{"a", 0.6}, {"b", 0.5}};
+  const double read = table.at("a");
+  CHECK(read == 0.6);
+  table["b"] = 2;  // a count
+  CHECK(table.at("b").is_count());
+  CHECK(table.at("b").count() == 2);
+  CHECK(table.at("a").is_ratio());
+  // exact: a count prunes exactly that many groups (torch's integer amount).
+  const pruner<granularity::filter, criterion::l2, selection::exact> ex{};
+  auto reg = per_layer_masks(ex, params, table);
+  CHECK(reg.at("b").count_pruned() == 2 * 36);
+  CHECK(reg.at("b") == pruner<granularity::filter, criterion::l2, selection::exact>{{}, {}, selection::exact(2)}.compute(params[1].view));
+  CHECK(reg.at("a") == pruner<granularity::filter, criterion::l2, selection::exact>{{}, {}, selection::exact(0.6)}.compute(params[0].view));
+  // Element granularity: a count of weights.
+  auto fg = per_layer_masks(pruner<granularity::element, criterion::l1, selection::exact>{}, params, {{"a", 7}});
+  CHECK(fg.at("a").count_pruned() == 7);
+  // threshold: count c becomes the ratio c / groups, which gives back exactly c (plus ties).
+  for (std::size_t c : {0u, 1u, 5u, 40u, 119u, 120u}) {
+    CAPTURE(c);
+    auto th = per_layer_masks(pruner<granularity::element, criterion::l1, selection::threshold>{}, params, {{"a", c}});
+    const auto want = pruner<granularity::element, criterion::l1, selection::threshold>{
+        {}, {}, selection::threshold{static_cast<double>(c) / 120.0}}.compute(params[0].view);
+    CHECK(th.at("a") == want);
+    CHECK(th.at("a").count_pruned() >= c);
+    CHECK(selection::threshold{static_cast<double>(c) / 120.0}.count(120) == c);
+  }
+  // Validation: a count beyond the tensor's groups names the tensor; quantile refuses counts;
+  // negative counts are refused where the table is built.
+  CHECK_THROWS_WITH_AS(per_layer_masks(ex, params, {{"b", 7}}), doctest::Contains("'b'"), spruce::error);
+  CHECK_THROWS_WITH_AS(per_layer_masks(ex, params, {{"b", 7}}), doctest::Contains("only 6"), spruce::error);
+  CHECK_THROWS_WITH_AS(
+      per_layer_masks(pruner<granularity::element, criterion::l1, selection::threshold>{}, params, {{"a", 121}}),
+      doctest::Contains("only 120"), spruce::error);
+  CHECK_THROWS_WITH_AS(per_layer_masks(pruner<granularity::filter, criterion::l2, selection::quantile>{}, params, {{"b", 3}}),
+                       doctest::Contains("takes a ratio"), spruce::error);
+  CHECK_NOTHROW(per_layer_masks(pruner<granularity::filter, criterion::l2, selection::quantile>{}, params, {{"b", 0.5}}));
+  CHECK_THROWS_WITH_AS(sparsity_table({{"a", -3}}), doctest::Contains("negative"), spruce::error);
+  const auto a0 = a;
+  CHECK_THROWS_AS(per_layer_prune(ex, params, {{"a", 0.5}, {"b", 99}}), spruce::error);
+  CHECK(a == a0);  // validated before anything was written
 }

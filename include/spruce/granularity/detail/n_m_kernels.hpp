@@ -74,7 +74,7 @@ struct n_m_key<double> {
 template <class T>
 SPRUCE_HD constexpr typename n_m_key<T>::type n_m_abs_key(T x) noexcept {
   using B = typename n_m_key<T>::bits;
-  return static_cast<typename n_m_key<T>::type>(__builtin_bit_cast(B, x) & (~B{0} >> 1));
+  return static_cast<typename n_m_key<T>::type>(bit_cast<B>(x) & (~B{0} >> 1));
 }
 
 /// Pairwise ranking is O(M) per weight and branch-free; past this group size a selection
