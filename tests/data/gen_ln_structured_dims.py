@@ -15,8 +15,8 @@ k = amount for an integer amount and round(amount * size(dim)) (half to even) fo
 torch leaves the order of equal norms unspecified, spruce's selection::exact prunes the
 lower index first; a case whose equal norms straddle the cut is written only when torch's
 mask happens to agree with that rule (`ties_straddle` marks them), so every mask in the
-file is one both rules produce. Tie cases use small integer weights, so every norm is
-computed exactly and equal slices are equal in any summation order.
+file is one both rules produce. Tie cases use small integer weights, so every sum is
+exact and slices built equal have equal norms in any summation order.
 """
 import json
 import math
