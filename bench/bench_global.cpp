@@ -55,7 +55,7 @@ void global_spruce(benchmark::State& st) {
   const spruce::pruner<spruce::granularity::element, spruce::criterion::l1, spruce::selection::exact> p{
       {}, {}, spruce::selection::exact(0.5)};
   spruce_bench::run(st, vgg().total, [&] {
-    auto masks = spruce::global_masks(p, std::span<const spruce::named_tensor<float>>(m.params));
+    auto masks = spruce::global_masks(p, m.params);
     benchmark::DoNotOptimize(masks.data());
   });
 }

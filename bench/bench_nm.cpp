@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "spruce/granularity/n_m.hpp"
+#include "spruce/prune/n_m.hpp"
 #include "spruce/spruce.hpp"
 #include "bench_common.hpp"
 
@@ -38,6 +39,19 @@ template <std::size_t N, std::size_t M>
 spruce::mask spruce_mask(const std::vector<float>& w, const std::vector<std::size_t>& shape) {
   return spruce::n_m_mask(spruce::tensor_ref<const float>(w.data(), shape),
                           spruce::granularity::n_m<N, M>{});
+}
+
+// The same mask from the run-time pattern (granularity::n_m_pattern): the dispatch to the
+// compile-time kernels should cost nothing measurable.
+template <std::size_t N, std::size_t M, std::size_t Rank>
+void nm_spruce_runtime(benchmark::State& st) {
+  const auto shape = shape_of(st, Rank);
+  const auto& w = weights(count(shape));
+  const spruce::granularity::n_m_pattern p{N, M};
+  run(st, w.size(), [&] {
+    auto m = spruce::n_m_mask(spruce::tensor_ref<const float>(w.data(), shape), p);
+    benchmark::DoNotOptimize(m.data());
+  });
 }
 
 // Candidate: spruce::n_m_mask, the mask returned as a spruce::mask (allocation included).
@@ -149,10 +163,12 @@ int main(int argc, char** argv) {
   const variant nm24[] = {
       {"nm_mask/memcpy", nm_memcpy<2>, nm_memcpy<4>},
       {"nm_mask/spruce", nm_spruce<2, 4, 2>, nm_spruce<2, 4, 4>},
+      {"nm_mask/spruce_runtime", nm_spruce_runtime<2, 4, 2>, nm_spruce_runtime<2, 4, 4>},
       {"nm_mask/asp_pattern_matmul", nm_asp_pattern_matmul<2, 4, 2>, nm_asp_pattern_matmul<2, 4, 4>}};
   const variant nm48[] = {
       {"nm_mask_4_8/memcpy", nm_memcpy<2>, nm_memcpy<4>},
       {"nm_mask_4_8/spruce", nm_spruce<4, 8, 2>, nm_spruce<4, 8, 4>},
+      {"nm_mask_4_8/spruce_runtime", nm_spruce_runtime<4, 8, 2>, nm_spruce_runtime<4, 8, 4>},
       {"nm_mask_4_8/asp_pattern_matmul", nm_asp_pattern_matmul<4, 8, 2>, nm_asp_pattern_matmul<4, 8, 4>}};
   const auto add = [](const variant& v, const std::vector<std::int64_t>& shape) {
     benchmark::RegisterBenchmark(v.name, shape.size() == 2 ? v.fn2 : v.fn4)
