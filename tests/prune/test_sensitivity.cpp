@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "spruce/io/sensitivity_csv.hpp"
 #include "spruce/prune/sensitivity.hpp"
 #include "spruce/spruce.hpp"
 
@@ -447,7 +448,7 @@ TEST_CASE("the CSV holds every row exactly, quotes odd names and is written atom
   const auto t = sensitivity_scan(m.params, sp, [&n] { return 0.1 * ++n + 1.0 / 7.0; });
   REQUIRE(t.rows.size() == 9);
 
-  const std::string text = t.csv();
+  const std::string text = spruce::io::csv(t);
   CHECK(text.rfind("tensor,sparsity,metric,pruned,size,actual_sparsity,baseline\n\"conv \"\"a\"\",b\",0.1,", 0) == 0);
   CHECK(text.find("\n\" padded \",") != std::string::npos);
 
@@ -457,7 +458,7 @@ TEST_CASE("the CSV holds every row exactly, quotes odd names and is written atom
     std::ofstream old(file);
     old << "stale content that must be replaced\n";
   }
-  t.write_csv(file);
+  spruce::io::write_csv(t, file);
   CHECK(dir.entries() == std::vector<std::string>{"sensitivity.csv"});
 
   const auto lines = read_lines(file);
@@ -480,16 +481,16 @@ TEST_CASE("the CSV holds every row exactly, quotes odd names and is written atom
 
   // Rewriting replaces the file whole; still no temporary left beside it.
   sensitivity_table small{2.5, {t.rows[0]}};
-  small.write_csv(file);
+  spruce::io::write_csv(small, file);
   CHECK(read_lines(file).size() == 2);
   CHECK(dir.entries() == std::vector<std::string>{"sensitivity.csv"});
 
   // Failures name the path and leave nothing behind.
   const fs::path missing = dir.path / "no_such_dir" / "s.csv";
-  CHECK_THROWS_WITH_AS(t.write_csv(missing), doctest::Contains(missing.string().c_str()), spruce::error);
+  CHECK_THROWS_WITH_AS(spruce::io::write_csv(t, missing), doctest::Contains(missing.string().c_str()), spruce::error);
   const fs::path is_dir = dir.path / "taken";
   fs::create_directory(is_dir);
-  CHECK_THROWS_WITH_AS(t.write_csv(is_dir), doctest::Contains(("'" + is_dir.string() + "'").c_str()), spruce::error);
+  CHECK_THROWS_WITH_AS(spruce::io::write_csv(t, is_dir), doctest::Contains(("'" + is_dir.string() + "'").c_str()), spruce::error);
   CHECK(dir.entries() == std::vector<std::string>{"sensitivity.csv", "taken"});
   CHECK(read_lines(file).size() == 2);
 }

@@ -13,8 +13,8 @@ namespace spruce::criterion {
 /// one score per output channel, applied to the groups it scales (with filter
 /// granularity, filter c scores |gamma[c]|). Needs `inputs.gamma` with one value per group.
 struct bn_scale {
-  template <class T>
-  void group_scores(const inputs<T>& in, const granularity::group_layout& l, std::span<T> out,
+  template <class T, class Extra>
+  void group_scores(const inputs<T, Extra>& in, const granularity::group_layout& l, std::span<T> out,
                     const std::string& name) const {
     if (in.gamma.size() != l.groups())
       throw error("bn_scale for " + spruce::detail::tensor_label(name) + ": " +

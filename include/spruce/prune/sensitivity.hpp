@@ -1,18 +1,13 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
-#include <charconv>
 #include <concepts>
 #include <cstddef>
 #include <cstring>
-#include <filesystem>
 #include <functional>
 #include <span>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -31,18 +26,6 @@
 #include "spruce/prune/pruner.hpp"
 #include "spruce/selection/rule.hpp"
 #include "spruce/selection/threshold.hpp"
-
-// The CSV writer fsyncs through POSIX descriptors where the headers exist, so a renamed
-// file is on disk, not only in the page cache; elsewhere it falls back to std::ofstream.
-#if __has_include(<fcntl.h>) && __has_include(<unistd.h>)
-#include <fcntl.h>
-#include <unistd.h>
-#define SPRUCE_HAS_POSIX_FILES 1
-#else
-#include <fstream>
-#include <random>
-#define SPRUCE_HAS_POSIX_FILES 0
-#endif
 
 namespace spruce {
 
@@ -71,81 +54,6 @@ struct sensitivity_row {
 
 namespace detail {
 
-/// Shortest decimal that parses back to exactly `x` ("0.5", "0.30000000000000004",
-/// "nan", "inf").
-inline std::string exact_decimal(double x) {
-  char buf[64];
-  const auto r = std::to_chars(buf, buf + sizeof buf, x);
-  return std::string(buf, r.ptr);
-}
-
-/// RFC 4180 field: quoted, with doubled quotes, when it holds a separator, a quote, a line
-/// break or edge spaces (which some readers trim); verbatim otherwise.
-inline std::string csv_field(std::string_view s) {
-  const bool quote = s.find_first_of(",\"\r\n") != std::string_view::npos ||
-                     (!s.empty() && (s.front() == ' ' || s.back() == ' '));
-  if (!quote) return std::string(s);
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + '"';
-}
-
-/// A name for the temporary sibling of `path` that no other writer (thread or process)
-/// picks: the process id (or a random number) and a per-process counter.
-inline std::filesystem::path temporary_sibling(const std::filesystem::path& path) {
-  static std::atomic<unsigned long long> counter{0};
-#if SPRUCE_HAS_POSIX_FILES
-  const unsigned long long id = static_cast<unsigned long long>(::getpid());
-#else
-  static const unsigned long long id = std::random_device{}();
-#endif
-  std::filesystem::path tmp = path;
-  tmp += ".tmp." + std::to_string(id) + "." + std::to_string(counter.fetch_add(1));
-  return tmp;
-}
-
-/// Writes `content` to a new file `tmp` and flushes it to the device. Returns an empty
-/// string on success, else why it failed (the partial file may remain; the caller removes
-/// it).
-inline std::string write_new_file(const std::filesystem::path& tmp, std::string_view content) {
-#if SPRUCE_HAS_POSIX_FILES
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (fd < 0) return std::generic_category().message(errno);
-  const char* p = content.data();
-  std::size_t left = content.size();
-  while (left > 0) {
-    const ::ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int e = errno;
-      ::close(fd);
-      return std::generic_category().message(e);
-    }
-    p += n;
-    left -= static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    const int e = errno;
-    ::close(fd);
-    return std::generic_category().message(e);
-  }
-  if (::close(fd) != 0) return std::generic_category().message(errno);
-  return {};
-#else
-  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-  if (!out) return "cannot create the file";
-  out.write(content.data(), static_cast<std::streamsize>(content.size()));
-  out.flush();
-  if (!out) return "write failed";
-  out.close();
-  if (!out) return "close failed";
-  return {};
-#endif
-}
-
 /// False for an elementwise criterion that reads gradients or a Hessian, which a scan
 /// over bare weights cannot supply.
 template <class C>
@@ -161,50 +69,11 @@ consteval bool scores_from_weights() {
 /// What a sensitivity scan returns: the metric with nothing pruned (`baseline`, measured
 /// once before any pruning) and one row per (tensor, sparsity), tensors in parameter order
 /// and, within a tensor, sparsities in the order given.
+/// `spruce::io::csv(table)` / `spruce::io::write_csv(table, path)` (the opt-in header
+/// spruce/io/sensitivity_csv.hpp) turn it into a CSV file, written atomically.
 struct sensitivity_table {
   double baseline = 0.0;
   std::vector<sensitivity_row> rows;
-
-  /// The table as CSV: the header `tensor,sparsity,metric,pruned,size,actual_sparsity,
-  /// baseline`, then one line per row ending in '\n'. Real numbers are written as the
-  /// shortest decimal that reads back to the same double (so no precision is lost); names
-  /// are quoted per RFC 4180 when they hold a comma, a quote, a line break or edge spaces.
-  /// The baseline repeats on every line so each line stands alone (pandas, gnuplot).
-  std::string csv() const {
-    std::string s = "tensor,sparsity,metric,pruned,size,actual_sparsity,baseline\n";
-    const std::string base = detail::exact_decimal(baseline);
-    for (const auto& r : rows) {
-      s += detail::csv_field(r.tensor);
-      s += ',' + detail::exact_decimal(r.sparsity);
-      s += ',' + detail::exact_decimal(r.metric);
-      s += ',' + std::to_string(r.pruned);
-      s += ',' + std::to_string(r.size);
-      s += ',' + detail::exact_decimal(r.actual_sparsity);
-      s += ',' + base + '\n';
-    }
-    return s;
-  }
-
-  /// Writes csv() to `path` atomically: the text goes to a temporary sibling
-  /// (`path.tmp.<pid>.<n>`), is flushed to the device (fsync where POSIX is available) and
-  /// is then renamed over `path`, so a reader or a crash sees the old file or the complete
-  /// new one, never a half-written CSV. Throws spruce::error naming `path` when the
-  /// directory is missing or not writable or the rename fails; the temporary is removed
-  /// then and an existing `path` is left as it was.
-  void write_csv(const std::filesystem::path& path) const {
-    const std::filesystem::path tmp = detail::temporary_sibling(path);
-    std::string why = detail::write_new_file(tmp, csv());
-    if (why.empty()) {
-      std::error_code ec;
-      std::filesystem::rename(tmp, path, ec);
-      if (!ec) return;
-      why = "cannot rename " + tmp.string() + " over it: " + ec.message();
-    }
-    std::error_code ignored;
-    std::filesystem::remove(tmp, ignored);
-    throw error("cannot write the sensitivity table to '" + path.string() + "' (" + why +
-                "); pass a path in an existing, writable directory");
-  }
 };
 
 /// A mask maker for sensitivity_scan: called as `make_mask(tensor, sparsity)` with the
@@ -251,7 +120,7 @@ struct pruner_masker {
   mask operator()(const named_tensor<T>& t, double sparsity) const {
     pruner<G, C, S> p = policy;
     p.selection = S{sparsity};
-    return p.compute(criterion::inputs<T>{tensor_ref<const T>(t.view)}, t.name);
+    return p.compute(criterion::inputs<T, criterion::extra_t<C>>{tensor_ref<const T>(t.view)}, t.name);
   }
 
   static_assert(detail::scores_from_weights<C>(),
@@ -311,7 +180,7 @@ std::vector<std::size_t> sensitivity_targets(std::span<const named_tensor<T>> pa
   for (std::size_t i = 0; i < sparsities.size(); ++i)
     if (!(sparsities[i] >= 0.0 && sparsities[i] <= 1.0))
       throw error("sensitivity_scan: sparsity #" + std::to_string(i) + " is " +
-                  exact_decimal(sparsities[i]) + ", which is not in [0, 1]; pass sparsities "
+                  shortest_decimal(sparsities[i]) + ", which is not in [0, 1]; pass sparsities "
                   "between 0 and 1");
   std::vector<std::string_view> sorted;
   sorted.reserve(params.size());
@@ -425,7 +294,9 @@ template <granularity::group_granularity G = granularity::element,
 sensitivity_table sensitivity_scan(std::span<const named_tensor<T>> params,
                                    std::span<const double> sparsities, Eval evaluate,
                                    const sensitivity_options& opt = {}) {
-  if constexpr (std::is_same_v<G, granularity::element> && std::is_same_v<C, criterion::l1>)
+  // The lab's fast path whenever the policy means "rank single weights by |w|": asked of
+  // the traits, so a user granularity or criterion that declares them gets it too.
+  if constexpr (granularity::one_weight_per_group_v<G> && criterion::orders_like_magnitude_v<C>)
     return sensitivity_scan(params, sparsities, magnitude_masker<S>{}, std::move(evaluate), opt);
   else
     return sensitivity_scan(params, sparsities, pruner_masker<G, C, S>{}, std::move(evaluate), opt);

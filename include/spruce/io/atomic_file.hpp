@@ -1,0 +1,108 @@
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include "spruce/core/error.hpp"
+
+// Files are flushed through POSIX descriptors where the headers exist, so a renamed file
+// is on disk, not only in the page cache; elsewhere the writer falls back to std::ofstream.
+// This header is opt-in (the umbrella spruce/spruce.hpp does not include it), so these
+// system headers reach only the translation units that write files.
+#if __has_include(<fcntl.h>) && __has_include(<unistd.h>)
+#include <fcntl.h>
+#include <unistd.h>
+#define SPRUCE_HAS_POSIX_FILES 1
+#else
+#include <fstream>
+#include <random>
+#define SPRUCE_HAS_POSIX_FILES 0
+#endif
+
+namespace spruce::io {
+
+namespace detail {
+
+/// A name for the temporary sibling of `path` that no other writer (thread or process)
+/// picks: the process id (or a random number) and a per-process counter.
+inline std::filesystem::path temporary_sibling(const std::filesystem::path& path) {
+  static std::atomic<unsigned long long> counter{0};
+#if SPRUCE_HAS_POSIX_FILES
+  const unsigned long long id = static_cast<unsigned long long>(::getpid());
+#else
+  static const unsigned long long id = std::random_device{}();
+#endif
+  std::filesystem::path tmp = path;
+  tmp += ".tmp." + std::to_string(id) + "." + std::to_string(counter.fetch_add(1));
+  return tmp;
+}
+
+/// Writes `content` to a new file `tmp` and flushes it to the device. Returns an empty
+/// string on success, else why it failed (the partial file may remain; the caller removes
+/// it).
+inline std::string write_new_file(const std::filesystem::path& tmp, std::string_view content) {
+#if SPRUCE_HAS_POSIX_FILES
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+  if (fd < 0) return std::generic_category().message(errno);
+  const char* p = content.data();
+  std::size_t left = content.size();
+  while (left > 0) {
+    const ::ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int e = errno;
+      ::close(fd);
+      return std::generic_category().message(e);
+    }
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return std::generic_category().message(e);
+  }
+  if (::close(fd) != 0) return std::generic_category().message(errno);
+  return {};
+#else
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+  if (!out) return "cannot create the file";
+  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  out.flush();
+  if (!out) return "write failed";
+  out.close();
+  if (!out) return "close failed";
+  return {};
+#endif
+}
+
+}  // namespace detail
+
+/// Replaces `path` with `content` atomically: the bytes go to a temporary sibling
+/// (`path.tmp.<pid>.<n>`), are flushed to the device (fsync where POSIX is available) and
+/// the sibling is then renamed over `path`, so a reader or a crash sees the old file or
+/// the complete new one, never a half-written one. Throws spruce::error naming `what` and
+/// `path` when the directory is missing or not writable or the rename fails; the temporary
+/// is removed then and an existing `path` is left as it was.
+inline void write_file_atomically(const std::filesystem::path& path, std::string_view content,
+                                  std::string_view what = "the file") {
+  const std::filesystem::path tmp = detail::temporary_sibling(path);
+  std::string why = detail::write_new_file(tmp, content);
+  if (why.empty()) {
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (!ec) return;
+    why = "cannot rename " + tmp.string() + " over it: " + ec.message();
+  }
+  std::error_code ignored;
+  std::filesystem::remove(tmp, ignored);
+  throw error("cannot write " + std::string(what) + " to '" + path.string() + "' (" + why +
+              "); pass a path in an existing, writable directory");
+}
+
+}  // namespace spruce::io
