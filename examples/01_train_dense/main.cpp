@@ -72,8 +72,9 @@ void usage(std::FILE* to) {
                "  --weight-decay X    (default 5e-4)\n"
                "  --schedule S        onecycle | cosine (5%% linear warm-up, then cosine)\n"
                "  --seed N            initialisation and shuffling seed (default 1)\n"
-               "  --out PATH          checkpoint to write (default examples/checkpoints/"
-               "vgg_fmnist_w<width>.safetensors in the source tree)\n"
+               "  --out PATH          checkpoint to write (default vgg_fmnist_w<width>.safetensors\n"
+               "                      in the current directory; the committed checkpoint in\n"
+               "                      examples/checkpoints/ is replaced only when named here)\n"
                "  --limit-train N     use the first N training images (smoke tests)\n"
                "  --limit-test N      use the first N test images\n"
                "  --log-every N       progress line every N batches (default 50)\n"
@@ -173,9 +174,10 @@ std::string width_tag(double width) {
   return tag;
 }
 
+// The default output goes to the current directory, never into the source tree: the
+// committed checkpoint (examples/checkpoints/) is written only when --out names it.
 fs::path default_checkpoint(double width) {
-  return fs::path(SPRUCE_SOURCE_DIR) / "examples" / "checkpoints" /
-         std::string("vgg_fmnist_").append(width_tag(width)).append(".safetensors");
+  return fs::path(std::string("vgg_fmnist_").append(width_tag(width)).append(".safetensors"));
 }
 
 std::string join(const std::vector<float>& v) {
