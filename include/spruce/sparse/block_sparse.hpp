@@ -17,6 +17,7 @@
 #include "spruce/core/tensor_ref.hpp"
 #include "spruce/core/view.hpp"
 #include "spruce/prune/mask.hpp"
+#include "spruce/sparse/detail/compressed_rows.hpp"
 #include "spruce/sparse/detail/panel_engine.hpp"
 #include "spruce/sparse/format.hpp"
 
@@ -56,12 +57,8 @@ struct block_shape {
 /// or from hand-built arrays that `validate()` checks. Index is the type of row_ptr and
 /// col_idx.
 template <class T, class Index = std::int32_t>
-class block_sparse_matrix {
-  static_assert(std::is_integral_v<Index>, "block_sparse_matrix: Index must be an integer type");
-
+class block_sparse_matrix : public detail::compressed_rows<T, Index> {
  public:
-  using value_type = T;
-  using index_type = Index;
   /// The block shape (sparse_format).
   using options_type = block_shape;
 
@@ -71,8 +68,7 @@ class block_sparse_matrix {
   /// form a valid rows x cols matrix of br x bc blocks (see validate()).
   block_sparse_matrix(std::size_t rows, std::size_t cols, std::size_t br, std::size_t bc, std::vector<Index> row_ptr,
                       std::vector<Index> col_idx, std::vector<T> values)
-      : rows_(rows), cols_(cols), br_(br), bc_(bc), row_ptr_(std::move(row_ptr)), col_idx_(std::move(col_idx)),
-        values_(std::move(values)) {
+      : detail::compressed_rows<T, Index>(std::move(row_ptr), std::move(col_idx), std::move(values)), rows_(rows), cols_(cols), br_(br), bc_(bc) {
     validate();
   }
 
@@ -128,24 +124,16 @@ class block_sparse_matrix {
   std::size_t block_row_count() const noexcept { return (rows_ + br_ - 1) / br_; }
   /// Block columns of the grid: ceil(cols / bc).
   std::size_t block_col_count() const noexcept { return (cols_ + bc_ - 1) / bc_; }
+  /// Blocks stored; stored_values() is nnz_blocks() * br * bc, padding of partial blocks
+  /// included.
   std::size_t nnz_blocks() const noexcept { return col_idx_.size(); }
-  /// Values held, padding of partial blocks included: nnz_blocks() * br * bc.
-  std::size_t stored_values() const noexcept { return values_.size(); }
-  const std::vector<Index>& row_ptr() const noexcept { return row_ptr_; }
-  const std::vector<Index>& col_idx() const noexcept { return col_idx_; }
-  const std::vector<T>& values() const noexcept { return values_; }
 
   /// Writes the matrix into the packed 2-D `out` (any writable host view; zeros outside the
   /// stored blocks); exact.
   template <host_view V>
     requires mutable_view<V> && std::same_as<view_value_t<V>, T>
   void to_dense(const V& out_view) const {
-    const tensor_ref<T> out = to_ref(out_view);
-    if (out.rank() != 2 || out.extent(0) != rows_ || out.extent(1) != cols_ || !out.is_contiguous())
-      throw error("block_sparse_matrix::to_dense: output of shape " + shape_string(out.shape()) + " for a " +
-                  std::to_string(rows_) + " x " + std::to_string(cols_) + " matrix; pass a packed matrix of that shape");
-    T* o = out.data();
-    std::fill(o, o + rows_ * cols_, T(0));
+    T* o = detail::zeroed_dense_output(to_ref(out_view), rows_, cols_, "block_sparse_matrix");
     for (std::size_t bi = 0; bi < block_row_count(); ++bi) {
       const std::size_t r_end = std::min(br_, rows_ - bi * br_);
       for (auto p = static_cast<std::size_t>(row_ptr_[bi]); p < static_cast<std::size_t>(row_ptr_[bi + 1]); ++p) {
@@ -168,30 +156,11 @@ class block_sparse_matrix {
     if (br_ == 0 || bc_ == 0)
       fail("block shape " + std::to_string(br_) + " x " + std::to_string(bc_) + " (blocks need at least one row and column)");
     const std::size_t nbr = block_row_count(), nbc = block_col_count(), bsize = br_ * bc_;
-    if (row_ptr_.size() != nbr + 1)
-      fail("row_ptr has " + std::to_string(row_ptr_.size()) + " entries for " + std::to_string(nbr) +
-           " block rows (need block rows + 1 = ceil(rows / br) + 1)");
-    if (row_ptr_.front() != 0) fail("row_ptr[0] is " + std::to_string(row_ptr_.front()) + ", not 0");
-    if (negative(row_ptr_.back()) || static_cast<std::size_t>(row_ptr_.back()) != col_idx_.size())
-      fail("row_ptr[block rows] is " + std::to_string(row_ptr_.back()) + " but there are " +
-           std::to_string(col_idx_.size()) + " column indices");
+    this->check_structure(nbr, nbc, "block row", "block column index", "block",
+                          "block rows + 1 = ceil(rows / br) + 1", fail);
     if (values_.size() / bsize != col_idx_.size() || values_.size() % bsize != 0)
       fail(std::to_string(values_.size()) + " values for " + std::to_string(col_idx_.size()) + " blocks of " +
            std::to_string(br_) + " x " + std::to_string(bc_) + " (need blocks * br * bc)");
-    // All offsets first: a later decrease would otherwise send an earlier row out of bounds.
-    for (std::size_t i = 0; i < nbr; ++i)
-      if (row_ptr_[i + 1] < row_ptr_[i]) fail("row_ptr decreases at block row " + std::to_string(i));
-    for (std::size_t i = 0; i < nbr; ++i) {
-      for (auto p = static_cast<std::size_t>(row_ptr_[i]); p < static_cast<std::size_t>(row_ptr_[i + 1]); ++p) {
-        const Index c = col_idx_[p];
-        if (negative(c) || static_cast<std::size_t>(c) >= nbc)
-          fail("block column index " + std::to_string(c) + " in block row " + std::to_string(i) + " is outside [0, " +
-               std::to_string(nbc) + ")");
-        if (p > static_cast<std::size_t>(row_ptr_[i]) && col_idx_[p - 1] >= c)
-          fail("block column indices of block row " + std::to_string(i) + " are not strictly increasing at block " +
-               std::to_string(p));
-      }
-    }
     // Padding is never read by the product; requiring zeros keeps to_dense and spmm in
     // agreement and the representation unique.
     const std::size_t r_last = rows_ - (nbr ? nbr - 1 : 0) * br_, c_last = cols_ - (nbc ? nbc - 1 : 0) * bc_;
@@ -210,13 +179,6 @@ class block_sparse_matrix {
   }
 
  private:
-  static constexpr bool negative(Index x) noexcept {
-    if constexpr (std::is_signed_v<Index>)
-      return x < 0;
-    else
-      return false;
-  }
-
   static void check_input(const tensor_ref<const T>& d, std::size_t br, std::size_t bc, const char* what) {
     if (d.rank() != 2)
       throw error(std::string("block_sparse_matrix::") + what + ": a matrix of shape " + shape_string(d.shape()) +
@@ -232,10 +194,8 @@ class block_sparse_matrix {
   static block_sparse_matrix build(const tensor_ref<const T>& d, std::size_t br, std::size_t bc, Stored stored,
                                    Value value) {
     block_sparse_matrix m;
-    m.rows_ = d.extent(0);
-    m.cols_ = d.extent(1);
-    m.br_ = br;
-    m.bc_ = bc;
+    m.rows_ = d.extent(0), m.cols_ = d.extent(1);  // the grid first: block_row_count() reads it
+    m.br_ = br, m.bc_ = bc;
     const std::size_t nbr = m.block_row_count(), nbc = m.block_col_count();
     if (nbc > static_cast<std::size_t>(std::numeric_limits<Index>::max()))
       throw error("block_sparse_matrix: " + std::to_string(nbc) + " block columns do not fit the index type; use a wider Index");
@@ -264,10 +224,10 @@ class block_sparse_matrix {
     return m;
   }
 
+  using detail::compressed_rows<T, Index>::col_idx_;
+  using detail::compressed_rows<T, Index>::row_ptr_;
+  using detail::compressed_rows<T, Index>::values_;
   std::size_t rows_ = 0, cols_ = 0, br_ = 1, bc_ = 1;
-  std::vector<Index> row_ptr_{0};
-  std::vector<Index> col_idx_;
-  std::vector<T> values_;
 };
 
 namespace detail {

@@ -18,6 +18,7 @@
 #include "spruce/core/tensor_ref.hpp"
 #include "spruce/core/view.hpp"
 #include "spruce/prune/mask.hpp"
+#include "spruce/sparse/detail/compressed_rows.hpp"
 #include "spruce/sparse/detail/panel_engine.hpp"
 #include "spruce/sparse/format.hpp"
 
@@ -30,12 +31,8 @@ inline namespace SPRUCE_SIMD_ABI {
 /// a dense matrix's nonzeros, or from hand-built arrays that `validate()` checks. Index is
 /// the type of row_ptr and col_idx (int32 by default, as cuSPARSE and MKL use).
 template <class T, class Index = std::int32_t>
-class csr_matrix {
-  static_assert(std::is_integral_v<Index>, "csr_matrix: Index must be an integer type");
-
+class csr_matrix : public detail::compressed_rows<T, Index> {
  public:
-  using value_type = T;
-  using index_type = Index;
   /// CSR needs nothing beyond the mask (sparse_format).
   using options_type = no_options;
 
@@ -45,7 +42,7 @@ class csr_matrix {
   /// form a valid rows x cols CSR matrix.
   csr_matrix(std::size_t rows, std::size_t cols, std::vector<Index> row_ptr, std::vector<Index> col_idx,
              std::vector<T> values)
-      : rows_(rows), cols_(cols), row_ptr_(std::move(row_ptr)), col_idx_(std::move(col_idx)), values_(std::move(values)) {
+      : detail::compressed_rows<T, Index>(std::move(row_ptr), std::move(col_idx), std::move(values)), rows_(rows), cols_(cols) {
     validate();
   }
 
@@ -73,24 +70,15 @@ class csr_matrix {
 
   std::size_t rows() const noexcept { return rows_; }
   std::size_t cols() const noexcept { return cols_; }
+  /// Entries stored, explicit zeros included (stored_values(), as CSR counts them).
   std::size_t nnz() const noexcept { return values_.size(); }
-  /// Values held: nnz() (sparse_format's stored-entries count).
-  std::size_t stored_values() const noexcept { return values_.size(); }
-  const std::vector<Index>& row_ptr() const noexcept { return row_ptr_; }
-  const std::vector<Index>& col_idx() const noexcept { return col_idx_; }
-  const std::vector<T>& values() const noexcept { return values_; }
 
   /// Writes the matrix into the packed 2-D `out` (any writable host view; zeros
   /// elsewhere); exact.
   template <host_view V>
     requires mutable_view<V> && std::same_as<view_value_t<V>, T>
   void to_dense(const V& out_view) const {
-    const tensor_ref<T> out = to_ref(out_view);
-    if (out.rank() != 2 || out.extent(0) != rows_ || out.extent(1) != cols_ || !out.is_contiguous())
-      throw error("csr_matrix::to_dense: output of shape " + shape_string(out.shape()) + " for a " +
-                  std::to_string(rows_) + " x " + std::to_string(cols_) + " matrix; pass a packed matrix of that shape");
-    T* o = out.data();
-    std::fill(o, o + rows_ * cols_, T(0));
+    T* o = detail::zeroed_dense_output(to_ref(out_view), rows_, cols_, "csr_matrix");
     for (std::size_t i = 0; i < rows_; ++i)
       for (Index p = row_ptr_[i]; p < row_ptr_[i + 1]; ++p)
         o[i * cols_ + static_cast<std::size_t>(col_idx_[static_cast<std::size_t>(p)])] = values_[static_cast<std::size_t>(p)];
@@ -103,25 +91,9 @@ class csr_matrix {
     const auto fail = [](const std::string& what) {
       throw error("invalid CSR matrix: " + what + "; fix the arrays or build it with from_dense");
     };
-    if (row_ptr_.size() != rows_ + 1)
-      fail("row_ptr has " + std::to_string(row_ptr_.size()) + " entries for " + std::to_string(rows_) + " rows (need rows + 1)");
+    this->check_structure(rows_, cols_, "row", "column index", "entry", "rows + 1", fail);
     if (col_idx_.size() != values_.size())
       fail(std::to_string(col_idx_.size()) + " column indices but " + std::to_string(values_.size()) + " values");
-    if (row_ptr_.front() != 0) fail("row_ptr[0] is " + std::to_string(row_ptr_.front()) + ", not 0");
-    if (static_cast<std::size_t>(row_ptr_.back()) != values_.size())
-      fail("row_ptr[rows] is " + std::to_string(row_ptr_.back()) + " but there are " + std::to_string(values_.size()) + " values");
-    // All offsets first: a later decrease would otherwise send an earlier row out of bounds.
-    for (std::size_t i = 0; i < rows_; ++i)
-      if (row_ptr_[i + 1] < row_ptr_[i]) fail("row_ptr decreases at row " + std::to_string(i));
-    for (std::size_t i = 0; i < rows_; ++i) {
-      for (Index p = row_ptr_[i]; p < row_ptr_[i + 1]; ++p) {
-        const Index c = col_idx_[static_cast<std::size_t>(p)];
-        if (c < 0 || static_cast<std::size_t>(c) >= cols_)
-          fail("column index " + std::to_string(c) + " in row " + std::to_string(i) + " is outside [0, " + std::to_string(cols_) + ")");
-        if (p > row_ptr_[i] && col_idx_[static_cast<std::size_t>(p - 1)] >= c)
-          fail("column indices of row " + std::to_string(i) + " are not strictly increasing at entry " + std::to_string(p));
-      }
-    }
   }
 
  private:
@@ -152,10 +124,10 @@ class csr_matrix {
     return m;
   }
 
+  using detail::compressed_rows<T, Index>::col_idx_;
+  using detail::compressed_rows<T, Index>::row_ptr_;
+  using detail::compressed_rows<T, Index>::values_;
   std::size_t rows_ = 0, cols_ = 0;
-  std::vector<Index> row_ptr_{0};
-  std::vector<Index> col_idx_;
-  std::vector<T> values_;
 };
 
 namespace detail {

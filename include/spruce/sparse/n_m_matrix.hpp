@@ -146,12 +146,7 @@ class n_m_matrix {
   template <host_view V>
     requires mutable_view<V> && std::same_as<view_value_t<V>, T>
   void to_dense(const V& out_view) const {
-    const tensor_ref<T> out = to_ref(out_view);
-    if (out.rank() != 2 || out.extent(0) != rows_ || out.extent(1) != cols_ || !out.is_contiguous())
-      throw error("n_m_matrix::to_dense: output of shape " + shape_string(out.shape()) + " for a " +
-                  std::to_string(rows_) + " x " + std::to_string(cols_) + " matrix; pass a packed matrix of that shape");
-    T* o = out.data();
-    std::fill(o, o + rows_ * cols_, T(0));
+    T* o = detail::zeroed_dense_output(to_ref(out_view), rows_, cols_, "n_m_matrix");
     const std::size_t groups = groups_per_row();
     for (std::size_t i = 0; i < rows_; ++i)
       for (std::size_t g = 0; g < groups; ++g)

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <utility>
@@ -72,6 +73,18 @@ void spmm_entry(std::size_t rows, std::size_t cols, const tensor_ref<const T>& b
   const auto operands = spmm_operands(rows, cols, b, c);
   if (alpha == T(0)) return scale_dense(operands.second, beta);
   product(operands.first, operands.second);
+}
+
+/// The output of a format's to_dense, zero-filled: throws spruce::error naming the format
+/// (`format`) unless `out` is a packed `rows` x `cols` matrix.
+template <class T>
+T* zeroed_dense_output(const tensor_ref<T>& out, std::size_t rows, std::size_t cols, const char* format) {
+  if (out.rank() != 2 || out.extent(0) != rows || out.extent(1) != cols || !out.is_contiguous())
+    throw error(std::string(format) + "::to_dense: output of shape " + shape_string(out.shape()) + " for a " +
+                std::to_string(rows) + " x " + std::to_string(cols) + " matrix; pass a packed matrix of that shape");
+  T* o = out.data();
+  std::fill(o, o + rows * cols, T(0));
+  return o;
 }
 
 /// C[i, j0:j0+len) = alpha * acc + beta * C (first pass over K) or += alpha * acc (later
