@@ -8,6 +8,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -310,4 +311,43 @@ TEST_CASE("criterion::random keeps its splitmix64 stream") {
     z ^= z >> 31;
     CHECK(s[i] == static_cast<float>(static_cast<double>(z >> 11) * 0x1.0p-53));
   }
+}
+
+namespace user {
+// A criterion written outside spruce that reads its own per-tensor data.
+struct scale_extra {
+  float scale = 1.0f;
+  std::size_t offset = 0;
+};
+struct shifted_magnitude {
+  using extra_type = scale_extra;
+  template <class T>
+  void group_scores(const spruce::criterion::inputs<T, scale_extra>& in, const spruce::granularity::group_layout& l,
+                    std::span<T> out, const std::string& name) const {
+    if (in.extra.scale <= 0) throw spruce::error("shifted_magnitude for " + name + ": scale must be > 0");
+    for (std::size_t g = 0; g < l.groups(); ++g) out[g] = 0;
+    for (std::size_t f = 0; f < in.weight.size(); ++f)
+      out[l.group_of(f)] += in.extra.scale * std::abs(in.weight.data()[f]) + static_cast<T>(in.extra.offset);
+  }
+};
+static_assert(spruce::criterion::group_criterion<shifted_magnitude>);
+}  // namespace user
+
+TEST_CASE("a user criterion with its own extra inputs composes with pruner, scores and per_row_mask") {
+  const auto w = random_vec(6 * 4, 40);
+  const inputs<float, user::scale_extra> in{.weight = spruce::make_view(w.data(), 6, 4), .extra = {2.0f, 1}};
+  const auto s = spruce::scores(spruce::granularity::element{}, user::shifted_magnitude{}, in, "u");
+  for (std::size_t f = 0; f < w.size(); ++f) CHECK(s[f] == 2.0f * std::abs(w[f]) + 1.0f);
+  const spruce::pruner<spruce::granularity::element, user::shifted_magnitude, spruce::selection::exact> p{
+      {}, {}, spruce::selection::exact(0.5)};
+  const auto m = p.compute(in, "u");
+  std::vector<float> mag(w.size());
+  for (std::size_t f = 0; f < w.size(); ++f) mag[f] = std::abs(w[f]);
+  const auto want = spruce::pruner<spruce::granularity::element, spruce::criterion::l1, spruce::selection::exact>{
+      {}, {}, spruce::selection::exact(0.5)}.compute(spruce::make_view(w.data(), 6, 4));
+  CHECK(m == want);
+  CHECK(spruce::per_row_mask(p, in, "u") ==
+        spruce::per_row_mask(spruce::criterion::l1{}, spruce::selection::exact(0.5), spruce::make_view(w.data(), 6, 4)));
+  const inputs<float, user::scale_extra> bad{.weight = spruce::make_view(w.data(), 6, 4), .extra = {-1.0f, 0}};
+  CHECK(error_of([&] { (void)p.compute(bad, "u9"); }).find("u9") != std::string::npos);
 }
