@@ -111,16 +111,41 @@ void check_same_shape(const tensor_ref<T>& w, std::span<const std::size_t> other
 
 }  // namespace detail
 
-/// Zeroes the elements of `w` whose mask byte is 0 (sets them to +0). `w` may be any host
-/// view, strided included; use it on weights after an optimizer step and on gradients to
-/// keep pruned weights at zero. Throws spruce::error, leaving `w` untouched, when the
-/// shapes differ.
-template <host_view V>
-void apply_mask(const V& w, const mask& m, const std::string& name = {}) {
+/// The backend that applies keep masks to tensors in memory space `Space`, and the mask
+/// type of that space (`mask_type`: a mask lives in the space of its tensor). The host
+/// backend is below; the CUDA layer specialises it for cuda_space (cuda::device_mask), so
+/// the primary template only says which header is missing.
+template <class Space>
+struct mask_backend {
+  static_assert(sizeof(Space) == 0,
+                "spruce::apply_mask: no mask backend for this memory space. For cuda_space views "
+                "include <spruce/cuda.hpp> from a file compiled by nvcc, or copy the tensor to host "
+                "memory.");
+};
+
+template <>
+struct mask_backend<host_space> {
+  using mask_type = mask;
+  template <class T>
+  static void apply(const tensor_ref<T>& w, const mask& m, const std::string& name) {
+    detail::check_same_shape<T, std::uint8_t>(w, m.shape(), "mask", name);
+    detail::apply_keep(w, m.data());
+  }
+};
+
+/// The keep-mask type for tensors in memory space `Space` (spruce::mask on the host).
+template <class Space>
+using mask_t = typename mask_backend<Space>::mask_type;
+
+/// Zeroes the elements of `w` whose mask byte is 0 (sets them to +0). `w` may be any view,
+/// strided included, with a mask of its own space (spruce::mask for host views,
+/// cuda::device_mask for cuda_space ones); use it on weights after an optimizer step and on
+/// gradients to keep pruned weights at zero. Throws spruce::error, leaving `w` untouched,
+/// when the shapes differ.
+template <any_view V>
+void apply_mask(const V& w, const mask_t<view_space_t<V>>& m, const std::string& name = {}) {
   static_assert(mutable_view<V>, "spruce::apply_mask writes to the tensor: pass a mutable view");
-  const auto r = to_ref(w);
-  detail::check_same_shape<view_value_t<V>, std::uint8_t>(r, m.shape(), "mask", name);
-  detail::apply_keep(r, m.data());
+  mask_backend<view_space_t<V>>::apply(to_ref(w), m, name);
 }
 
 }  // namespace spruce

@@ -40,60 +40,83 @@ mask n_m_mask_impl(const tensor_ref<const T>& w, const granularity::n_m_pattern&
 
 }  // namespace detail
 
-/// The N:M keep mask of `w` (see granularity::n_m for the grouping, ties and padding); `w`
-/// is not modified. Any host view works, strided included (strided views are gathered
-/// once). Float and double weights. The N:4 patterns take a branch-free compare network
-/// over each group's four magnitudes; other M up to 32 count pairwise wins over tiles of
-/// groups laid out one member per row (vectorised across groups); larger M select per
-/// group. Rows are split across threads (or, when every row is whole groups, the groups
-/// are). Throws spruce::error naming `name` for a NaN weight (with its flat
-/// index) and, when `g.allow_padding` is false, for an axis whose length is not a multiple
-/// of M.
-template <std::size_t N, std::size_t M, host_view V>
-  requires select::score_type<view_value_t<V>>
-mask n_m_mask(const V& w, granularity::n_m<N, M> g = {}, const std::string& name = {}) {
-  const auto cw = to_const_ref(w);
-  detail::check_n_m_padding(cw.shape(), N, M, g.allow_padding, detail::tensor_label(name));
-  using T = view_value_t<V>;
-  std::vector<T> gathered;
-  const T* p = cw.data();
-  if (!cw.is_contiguous()) {
-    gathered.resize(cw.size());
-    detail::gather(cw, gathered.data());
-    p = gathered.data();
+/// The backend that computes N:M masks of tensors in memory space `Space`; n_m_mask /
+/// n_m_prune dispatch to it at compile time. The host backend is below; the CUDA layer
+/// specialises it for cuda_space in its own header, so the primary template only says
+/// which header is missing.
+template <class Space>
+struct n_m_backend {
+  static_assert(sizeof(Space) == 0,
+                "spruce::n_m_mask / n_m_prune: no backend for this memory space. For cuda_space "
+                "views include <spruce/cuda.hpp> from a file compiled by nvcc, or copy the tensor "
+                "to host memory.");
+};
+
+template <>
+struct n_m_backend<host_space> {
+  template <std::size_t N, std::size_t M, class T>
+  static mask mask_of(const tensor_ref<const T>& cw, granularity::n_m<N, M> g, const std::string& name) {
+    detail::check_n_m_padding(cw.shape(), N, M, g.allow_padding, detail::tensor_label(name));
+    std::vector<T> gathered;
+    const T* p = cw.data();
+    if (!cw.is_contiguous()) {
+      gathered.resize(cw.size());
+      detail::gather(cw, gathered.data());
+      p = gathered.data();
+    }
+    return mask::adopt(cw.shape(), detail::n_m_keep<N, M>(p, cw.shape(), name));  // 0/1 by construction
   }
-  return mask::adopt(cw.shape(), detail::n_m_keep<N, M>(p, cw.shape(), name));  // 0/1 by construction
+  template <class T>
+  static mask mask_of(const tensor_ref<const T>& w, const granularity::n_m_pattern& p, const std::string& name) {
+    return detail::n_m_mask_impl(w, p, name);
+  }
+  template <class G, class T>
+  static mask prune(const tensor_ref<T>& w, const G& g, const std::string& name) {
+    mask m = mask_of(tensor_ref<const T>(w), g, name);
+    detail::apply_keep(w, m.data());
+    return m;
+  }
+};
+
+/// The N:M keep mask of `w` (see granularity::n_m for the grouping, ties and padding); `w`
+/// is not modified. Any view works, strided included (strided views are gathered once); a
+/// host view gets a spruce::mask, a cuda_space view (with <spruce/cuda.hpp>) a
+/// cuda::device_mask with the same bytes. Float and double weights. The N:4 patterns take
+/// a branch-free compare network over each group's four magnitudes; other M up to 32 count
+/// pairwise wins over tiles of groups laid out one member per row (vectorised across
+/// groups); larger M select per group. Rows are split across threads (or, when every row
+/// is whole groups, the groups are). Throws spruce::error naming `name` for a NaN weight
+/// (with its flat index) and, when `g.allow_padding` is false, for an axis whose length is
+/// not a multiple of M.
+template <std::size_t N, std::size_t M, any_view V>
+  requires select::score_type<view_value_t<V>>
+auto n_m_mask(const V& w, granularity::n_m<N, M> g = {}, const std::string& name = {}) {
+  return n_m_backend<view_space_t<V>>::mask_of(to_const_ref(w), g, name);
 }
 
 /// The N:M keep mask for a pattern given at run time: the same mask n_m_mask gives for
 /// n_m<p.n, p.m> (the common patterns run that very code). Throws spruce::error naming
 /// `name` when the pattern does not form (n >= m or m == 0), and for the errors of the
 /// compile-time overload.
-template <host_view V>
+template <any_view V>
   requires select::score_type<view_value_t<V>>
-mask n_m_mask(const V& w, const granularity::n_m_pattern& p, const std::string& name = {}) {
-  return detail::n_m_mask_impl(to_const_ref(w), p, name);
+auto n_m_mask(const V& w, const granularity::n_m_pattern& p, const std::string& name = {}) {
+  return n_m_backend<view_space_t<V>>::mask_of(to_const_ref(w), p, name);
 }
 
 /// Prunes `w` to the N:M pattern in place: computes n_m_mask, sets the pruned weights to
 /// +0 and returns the mask. On error nothing is written.
-template <std::size_t N, std::size_t M, host_view V>
+template <std::size_t N, std::size_t M, any_view V>
   requires mutable_view<V> && select::score_type<view_value_t<V>>
-mask n_m_prune(const V& w, granularity::n_m<N, M> g = {}, const std::string& name = {}) {
-  const auto rw = to_ref(w);
-  mask m = n_m_mask(rw, g, name);
-  detail::apply_keep(rw, m.data());
-  return m;
+auto n_m_prune(const V& w, granularity::n_m<N, M> g = {}, const std::string& name = {}) {
+  return n_m_backend<view_space_t<V>>::prune(to_ref(w), g, name);
 }
 
 /// n_m_prune for a pattern given at run time (validated first: see n_m_mask).
-template <host_view V>
+template <any_view V>
   requires mutable_view<V> && select::score_type<view_value_t<V>>
-mask n_m_prune(const V& w, const granularity::n_m_pattern& p, const std::string& name = {}) {
-  const auto rw = to_ref(w);
-  mask m = n_m_mask(rw, p, name);
-  detail::apply_keep(rw, m.data());
-  return m;
+auto n_m_prune(const V& w, const granularity::n_m_pattern& p, const std::string& name = {}) {
+  return n_m_backend<view_space_t<V>>::prune(to_ref(w), p, name);
 }
 
 /// True when mask `m` fits the N:M pattern `g` (an n_m<N, M> or a valid n_m_pattern):

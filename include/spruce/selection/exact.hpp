@@ -4,6 +4,7 @@
 #include <concepts>
 #include <cstddef>
 #include <string>
+#include <type_traits>
 
 #include "spruce/core/error.hpp"
 #include "spruce/core/rounding.hpp"
@@ -27,7 +28,8 @@ struct exact {
   /// Prune exactly `c` scores. Negative counts are rejected.
   template <std::integral I>
   constexpr explicit exact(I c) : is_count(true), amount_count(static_cast<std::size_t>(c)) {
-    if (c < 0) throw error("exact: count " + std::to_string(c) + " is negative; pass a count >= 0");
+    if constexpr (std::is_signed_v<I>)  // (no unsigned compare with 0: nvcc warns on it)
+      if (c < 0) throw error("exact: count " + std::to_string(c) + " is negative; pass a count >= 0");
   }
   /// Prune round_half_even(r * n) scores; r must be in [0, 1].
   template <std::floating_point F>

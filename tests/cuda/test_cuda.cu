@@ -1,0 +1,252 @@
+// GPU tests of the CUDA layer (ctest label `cuda`): every device result is compared with
+// the CPU path bit for bit (masks, counts, tie order, compressed arrays). Exits 77 with
+// "SKIP: no CUDA device" when the runtime reports no device (any error counts as none),
+// which ctest reports as skipped. SPRUCE_CUDA_LARGE=1 adds a selection past 2^31 elements.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "spruce/cuda.hpp"
+
+namespace {
+
+int failures = 0, checks = 0;
+
+#define EXPECT(...)                                                                    \
+  do {                                                                                 \
+    ++checks;                                                                          \
+    if (!(__VA_ARGS__)) {                                                                   \
+      ++failures;                                                                      \
+      std::fprintf(stderr, "FAIL %s:%d: %s [%s]\n", __FILE__, __LINE__, #__VA_ARGS__, ctx.c_str()); \
+    }                                                                                  \
+  } while (0)
+
+std::string ctx;
+
+template <class T>
+std::vector<T> make_input(const std::string& kind, std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> nd(0.0, 0.02);
+  std::vector<T> v(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (kind == "normal") v[i] = static_cast<T>(nd(g));
+    else if (kind == "zeros80") v[i] = (g() % 5) ? T(0) : static_cast<T>(nd(g));
+    else if (kind == "equal") v[i] = T(0.5);
+    else if (kind == "signed_zero_inf") {
+      const int c = static_cast<int>(g() % 6);
+      v[i] = c == 0 ? T(0) : c == 1 ? -T(0) : c == 2 ? std::numeric_limits<T>::infinity()
+           : c == 3 ? -std::numeric_limits<T>::infinity() : static_cast<T>(static_cast<int>(g() % 7) - 3);
+    } else v[i] = static_cast<T>(static_cast<int>(g() % 5));  // few distinct values: many ties
+  }
+  return v;
+}
+
+template <class T>
+struct on_device {
+  spruce::cuda::device_buffer<T> buf;
+  std::vector<std::size_t> shape;
+  on_device(const std::vector<T>& h, std::vector<std::size_t> s) : buf(h.size()), shape(std::move(s)) {
+    spruce::cuda::copy(spruce::tensor_ref<const T>(h.data(), shape), view());
+    spruce::cuda::check(cudaStreamSynchronize(nullptr), "test upload");
+  }
+  spruce::tensor_ref<T, spruce::cuda_space> view() const { return buf.view(shape); }
+  std::vector<T> download() const {
+    std::vector<T> h(buf.size());
+    spruce::cuda::copy(spruce::tensor_ref<const T, spruce::cuda_space>(view()), spruce::tensor_ref<T>(h.data(), shape));
+    spruce::cuda::check(cudaStreamSynchronize(nullptr), "test download");
+    return h;
+  }
+};
+
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const spruce::error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+template <class T>
+void test_magnitude() {
+  const std::vector<std::vector<std::size_t>> shapes = {{1}, {7}, {64, 33}, {1000, 1001}, {3, 5, 4, 9}, {(1u << 20) + 3}};
+  for (const char* kind : {"normal", "zeros80", "equal", "signed_zero_inf", "ties"})
+    for (const auto& shape : shapes) {
+      const std::size_t n = spruce::shape_size(shape);
+      const auto h = make_input<T>(kind, n, n * 31 + 7);
+      on_device<T> d(h, shape);
+      const spruce::tensor_ref<const T> hv(h.data(), shape);
+      for (double ratio : {0.0, 0.3, 0.5, 0.8, 1.0}) {
+        ctx = std::string(kind) + " n=" + std::to_string(n) + " ratio=" + std::to_string(ratio);
+        const auto ht = spruce::magnitude_mask(hv, spruce::selection::threshold{ratio});
+        const auto dt = spruce::magnitude_mask(d.view(), spruce::selection::threshold{ratio}).to_host();
+        EXPECT(ht == dt);
+        const auto he = spruce::magnitude_mask(hv, spruce::selection::exact{ratio});
+        const auto de = spruce::magnitude_mask(d.view(), spruce::selection::exact{ratio}).to_host();
+        EXPECT(he == de);
+        const auto k = std::max<std::size_t>(1, static_cast<std::size_t>(ratio * static_cast<double>(n)));
+        const auto hk = spruce::select::kth_smallest(std::span<const T>(h), std::min(k, n));
+        const auto dk = spruce::cuda::kth_smallest(d.view(), std::min(k, n));
+        EXPECT(std::memcmp(&hk.value, &dk.value, sizeof(T)) == 0 && hk.less == dk.less && hk.equal == dk.equal);
+      }
+      // In-place pruning and counting.
+      ctx = std::string(kind) + " prune n=" + std::to_string(n);
+      std::vector<T> hw = h;
+      const auto hm = spruce::magnitude_prune(spruce::tensor_ref<T>(hw.data(), shape), spruce::selection::exact{0.5});
+      const auto dm = spruce::magnitude_prune(d.view(), spruce::selection::exact{0.5});
+      EXPECT(hm == dm.to_host());
+      const auto dw = d.download();
+      EXPECT(std::memcmp(hw.data(), dw.data(), n * sizeof(T)) == 0);
+      EXPECT(spruce::count_nonzero(d.view()) == spruce::count_nonzero(spruce::tensor_ref<const T>(hw.data(), shape)));
+      EXPECT(spruce::sparsity(d.view()) == spruce::sparsity(spruce::tensor_ref<const T>(hw.data(), shape)));
+    }
+}
+
+template <class T>
+void test_strided_and_apply() {
+  ctx = "strided";
+  const std::vector<std::size_t> full = {40, 30};
+  const auto h = make_input<T>("ties", 1200, 5);
+  on_device<T> d(h, full);
+  const std::size_t shape[2] = {30, 40}, strides[2] = {1, 30};  // the transpose
+  const spruce::tensor_ref<const T> ht(h.data(), shape, strides);
+  const auto dt = spruce::cuda::make_device_view(static_cast<const T*>(d.buf.data()), shape, strides);
+  EXPECT(spruce::magnitude_mask(ht, spruce::selection::exact{0.4}) == spruce::magnitude_mask(dt, spruce::selection::exact{0.4}).to_host());
+  EXPECT(spruce::count_nonzero(ht) == spruce::count_nonzero(dt));
+  const spruce::mask hm = spruce::magnitude_mask(ht, spruce::selection::threshold{0.6});
+  std::vector<T> hw = h;
+  spruce::apply_mask(spruce::tensor_ref<T>(hw.data(), shape, strides), hm);
+  spruce::apply_mask(spruce::cuda::make_device_view(d.buf.data(), shape, strides), spruce::cuda::device_mask::from_host(hm));
+  const auto dw = d.download();
+  EXPECT(std::memcmp(hw.data(), dw.data(), hw.size() * sizeof(T)) == 0);
+}
+
+template <class T>
+void test_n_m() {
+  const std::vector<std::vector<std::size_t>> shapes = {{8, 16}, {5, 13}, {3, 6, 3, 3}, {2, 7, 2, 5}, {64, 1024}, {9}};
+  for (const auto& shape : shapes)
+    for (const char* kind : {"normal", "zeros80", "equal", "signed_zero_inf", "ties"}) {
+      const std::size_t n = spruce::shape_size(shape);
+      const auto h = make_input<T>(kind, n, n + 3);
+      on_device<T> d(h, shape);
+      const spruce::tensor_ref<const T> hv(h.data(), shape);
+      ctx = std::string(kind) + " N:M n=" + std::to_string(n);
+      EXPECT(spruce::n_m_mask<2, 4>(hv) == spruce::n_m_mask<2, 4>(d.view()).to_host());
+      EXPECT(spruce::n_m_mask<1, 4>(hv) == spruce::n_m_mask<1, 4>(d.view()).to_host());
+      EXPECT(spruce::n_m_mask<3, 8>(hv) == spruce::n_m_mask<3, 8>(d.view()).to_host());
+      EXPECT(spruce::n_m_mask<5, 40>(hv) == spruce::n_m_mask<5, 40>(d.view()).to_host());
+      for (auto [pn, pm] : {std::pair<std::size_t, std::size_t>{2, 4}, {1, 2}, {2, 8}, {3, 7}, {17, 33}}) {
+        const spruce::granularity::n_m_pattern p{pn, pm};
+        EXPECT(spruce::n_m_mask(hv, p) == spruce::n_m_mask(d.view(), p).to_host());
+      }
+      std::vector<T> hw = h;
+      const auto hm = spruce::n_m_prune<2, 4>(spruce::tensor_ref<T>(hw.data(), shape));
+      const auto dm = spruce::n_m_prune<2, 4>(d.view());
+      EXPECT(hm == dm.to_host());
+      const auto dw = d.download();
+      EXPECT(std::memcmp(hw.data(), dw.data(), n * sizeof(T)) == 0);
+    }
+}
+
+template <class T>
+void test_errors() {
+  ctx = "errors";
+  std::vector<T> h = make_input<T>("normal", 100, 1);
+  h[37] = std::numeric_limits<T>::quiet_NaN();
+  h[80] = std::numeric_limits<T>::quiet_NaN();
+  const std::vector<std::size_t> shape = {10, 10};
+  on_device<T> d(h, shape);
+  const spruce::tensor_ref<const T> hv(h.data(), shape);
+  const std::string he = error_of([&] { (void)spruce::magnitude_mask(hv, spruce::selection::exact{0.5}, "fc.weight"); });
+  const std::string de = error_of([&] { (void)spruce::magnitude_mask(d.view(), spruce::selection::exact{0.5}, "fc.weight"); });
+  EXPECT(!he.empty() && he == de);
+  const std::string hn = error_of([&] { (void)spruce::n_m_mask<2, 4>(hv, {}, "fc.weight"); });
+  const std::string dn = error_of([&] { (void)spruce::n_m_mask<2, 4>(d.view(), {}, "fc.weight"); });
+  EXPECT(!hn.empty() && hn == dn);
+  // Nothing written on error.
+  const auto before = d.download();
+  EXPECT(!error_of([&] { (void)spruce::magnitude_prune(d.view(), spruce::selection::exact{0.5}, "fc.weight"); }).empty());
+  const auto after = d.download();
+  EXPECT(std::memcmp(before.data(), after.data(), before.size() * sizeof(T)) == 0);
+  // A mask of another shape; a host pointer as a device view; a null device pointer.
+  spruce::cuda::device_mask other(std::vector<std::size_t>{5, 20}, {});
+  EXPECT(error_of([&] { spruce::apply_mask(d.view(), other, "fc.weight"); }).find("fc.weight") != std::string::npos);
+  const auto host_as_device = spruce::tensor_ref<const T, spruce::cuda_space>(h.data(), shape);
+  EXPECT(error_of([&] { (void)spruce::count_nonzero(host_as_device); }).find("host memory") != std::string::npos);
+  spruce::cuda::view<const T, 1> null_view(nullptr, spruce::extents<1>(4));
+  EXPECT(!error_of([&] { (void)spruce::cuda::count_nonzero(null_view, "w"); }).empty());
+}
+
+template <class T>
+void test_csr() {
+  for (const char* kind : {"normal", "zeros80", "equal"}) {
+    ctx = std::string("csr ") + kind;
+    const std::vector<std::size_t> shape = {257, 300};
+    const auto h = make_input<T>(kind, 257 * 300, 9);
+    on_device<T> d(h, shape);
+    const spruce::tensor_ref<const T> hv(h.data(), shape);
+    const spruce::mask hm = spruce::magnitude_mask(hv, spruce::selection::exact{0.8});
+    const auto hc = spruce::sparse::csr_matrix<T>::from_dense(hv, hm);
+    const auto dm = spruce::cuda::device_mask::from_host(hm);
+    const auto dc = spruce::cuda::csr_from_dense(d.view(), dm);
+    const auto back = dc.to_host();
+    EXPECT(back.row_ptr() == hc.row_ptr() && back.col_idx() == hc.col_idx() && back.values() == hc.values());
+    // cuSPARSE product against the CPU product (summation order differs: a tolerance).
+    const std::size_t nb = 64;
+    const auto bh = make_input<T>("normal", 300 * nb, 11);
+    on_device<T> b(bh, {300, nb});
+    on_device<T> c(std::vector<T>(257 * nb, T(0)), {257, nb});
+    spruce::cuda::csr_product<T> prod(dc);
+    prod(b.view(), c.view());
+    std::vector<T> ch(257 * nb, T(0));
+    spmm(hc, spruce::tensor_ref<const T>(bh.data(), std::vector<std::size_t>{300, nb}),
+         spruce::tensor_ref<T>(ch.data(), std::vector<std::size_t>{257, nb}), T(1), T(0));
+    const auto cd = c.download();
+    double worst = 0;
+    for (std::size_t i = 0; i < ch.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(ch[i]) - cd[i]));
+    EXPECT(worst < 1e-5);
+  }
+}
+
+void test_large() {
+  if (!std::getenv("SPRUCE_CUDA_LARGE")) return;
+  ctx = "past 2^31";
+  const std::size_t n = (std::size_t{1} << 31) + 77;
+  std::vector<float> h(n);
+  for (std::size_t i = 0; i < n; ++i) h[i] = static_cast<float>(spruce::detail::splitmix64(3, i) % 1000);
+  on_device<float> d(h, {n});
+  const auto hm = spruce::magnitude_mask(spruce::tensor_ref<const float>(h.data(), std::vector<std::size_t>{n}), spruce::selection::exact{0.5});
+  const auto dm = spruce::magnitude_mask(d.view(), spruce::selection::exact{0.5}).to_host();
+  EXPECT(hm == dm);
+}
+
+}  // namespace
+
+int main() {
+  if (spruce::cuda::device_count() == 0) {
+    std::printf("SKIP: no CUDA device\n");
+    return 77;
+  }
+  try {
+    test_magnitude<float>();
+    test_magnitude<double>();
+    test_strided_and_apply<float>();
+    test_n_m<float>();
+    test_n_m<double>();
+    test_errors<float>();
+    test_csr<float>();
+    test_large();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "FAIL: unexpected exception: %s [%s]\n", e.what(), ctx.c_str());
+    return 1;
+  }
+  std::printf("%d checks, %d failed\n", checks, failures);
+  return failures ? 1 : 0;
+}

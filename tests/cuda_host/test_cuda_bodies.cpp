@@ -1,0 +1,271 @@
+// Host tests of the CUDA layer's logic (no GPU, no nvcc): the SPRUCE_HD bodies that the
+// kernels run (cuda/detail/bodies.hpp) are called here for every index, laid out as the
+// kernels lay them out (the selection's plan steps over a host histogram, the tie tiles and
+// their scans, one N:M group per "thread", CSR rows), and the results are compared with
+// the CPU path byte for byte.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "spruce/cuda/detail/bodies.hpp"
+#include "spruce/spruce.hpp"
+
+namespace cd = spruce::cuda::detail;
+
+namespace {
+
+template <class T>
+std::vector<T> input(const std::string& kind, std::size_t n, std::uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<double> nd(0.0, 0.02);
+  std::vector<T> v(n);
+  const T inf = std::numeric_limits<T>::infinity();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (kind == "normal") v[i] = static_cast<T>(nd(g));
+    else if (kind == "zeros80") v[i] = (g() % 5) ? T(0) : static_cast<T>(nd(g));
+    else if (kind == "equal") v[i] = T(-0.25);
+    else if (kind == "zero_inf") {
+      const int c = static_cast<int>(g() % 6);
+      v[i] = c == 0 ? T(0) : c == 1 ? -T(0) : c == 2 ? inf : c == 3 ? -inf : static_cast<T>(static_cast<int>(g() % 7) - 3);
+    } else {
+      v[i] = static_cast<T>(static_cast<int>(g() % 5) - 2);  // heavy ties
+    }
+  }
+  return v;
+}
+
+const char* const kinds[] = {"normal", "zeros80", "equal", "zero_inf", "ties"};
+const std::size_t sizes[] = {1, 2, 7, 100, 4095, 4096, 4097, 70000};
+
+/// The device selection's orchestration with a host histogram: radix_levels passes of
+/// (histogram over matching keys, plan_step), exactly as cuda/select.hpp enqueues them.
+template <class O>
+cd::radix_plan<typename O::key_type> host_select(std::span<const typename O::value_type> x, std::size_t count) {
+  using Key = typename O::key_type;
+  cd::radix_plan<Key> plan{};
+  plan.rank = count - 1;
+  std::vector<unsigned long long> hist(cd::radix_bins);
+  for (int level = 0; level < cd::radix_levels<Key>(); ++level) {
+    std::fill(hist.begin(), hist.end(), 0ull);
+    for (const auto v : x) {
+      const Key k = O::key(v);
+      if (spruce::select::valid_key<O>(k) && cd::plan_matches(plan, k)) ++hist[cd::plan_bin(plan, k)];
+    }
+    cd::plan_step(plan, hist.data());
+  }
+  CHECK(plan.done == cd::key_bits<Key>());
+  return plan;
+}
+
+/// The device mask pass: tiles of tie_tile = 256 x 16 elements, a count per tile, an
+/// exclusive scan over tiles, a scan over the "threads" of a tile, then keep_of.
+template <class O>
+spruce::byte_buffer host_mask(std::span<const typename O::value_type> x, const cd::radix_plan<typename O::key_type>& p,
+                              std::size_t count, spruce::select::tie_break ties) {
+  using Key = typename O::key_type;
+  const std::size_t n = x.size();
+  spruce::byte_buffer m(n);
+  const bool split = ties == spruce::select::tie_break::lower_index && p.less + p.equal != count;
+  const Key t = p.prefix;
+  if (!split) {
+    for (std::size_t i = 0; i < n; ++i) m[i] = cd::keep_of(O::key(x[i]), t, false, 0, 0);
+    return m;
+  }
+  constexpr std::size_t threads = 256, items = 16, tile = threads * items;
+  const std::size_t tiles = (n + tile - 1) / tile;
+  std::vector<unsigned long long> before(tiles, 0);
+  for (std::size_t b = 1; b < tiles; ++b) {
+    unsigned long long c = 0;
+    for (std::size_t i = (b - 1) * tile; i < b * tile; ++i) c += O::key(x[i]) == t;
+    before[b] = before[b - 1] + c;
+  }
+  for (std::size_t b = 0; b < tiles; ++b) {
+    unsigned long long thread_before = 0;
+    for (std::size_t th = 0; th < threads; ++th) {
+      unsigned long long seen = before[b] + thread_before;
+      for (std::size_t j = 0; j < items; ++j) {
+        const std::size_t i = b * tile + th * items + j;
+        if (i >= n) break;
+        const Key k = O::key(x[i]);
+        m[i] = cd::keep_of(k, t, true, seen, count - p.less);
+        seen += k == t;
+        thread_before += k == t;
+      }
+    }
+  }
+  return m;
+}
+
+template <template <class> class Order, class T>
+void check_selection(const std::vector<T>& x) {
+  using O = Order<T>;
+  const std::size_t n = x.size();
+  for (double f : {0.0, 0.01, 0.3, 0.5, 0.8, 0.999, 1.0}) {
+    const std::size_t count = std::min(n, std::max<std::size_t>(1, static_cast<std::size_t>(std::llround(f * static_cast<double>(n)))));
+    const auto plan = host_select<O>(std::span<const T>(x), count);
+    const auto ref = spruce::select::kth_smallest<Order>(x, count);
+    const T value = O::value(plan.prefix);
+    CHECK(std::memcmp(&value, &ref.value, sizeof(T)) == 0);
+    CHECK(plan.less == ref.less);
+    CHECK(plan.equal == ref.equal);
+    for (auto ties : {spruce::select::tie_break::all_equal, spruce::select::tie_break::lower_index}) {
+      const auto mine = host_mask<O>(std::span<const T>(x), plan, count, ties);
+      const auto cpu = spruce::select::lowest_mask<Order>(x, count, ties);
+      CHECK(mine == cpu);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("device selection orchestration with a host histogram matches the CPU", T, float, double) {
+  for (const char* kind : kinds)
+    for (std::size_t n : sizes) {
+      CAPTURE(kind);
+      CAPTURE(n);
+      const auto x = input<T>(kind, n, n * 7 + 1);
+      check_selection<spruce::select::by_value>(x);
+      check_selection<spruce::select::by_magnitude>(x);
+    }
+}
+
+TEST_CASE("the plan ignores NaN keys, which the kernels report instead") {
+  std::vector<float> x = {3, std::numeric_limits<float>::quiet_NaN(), 1, 2};
+  using O = spruce::select::by_magnitude<float>;
+  CHECK(!spruce::select::valid_key<O>(O::key(x[1])));
+  std::vector<float> clean = {3, 1, 2};
+  const auto plan = host_select<O>(std::span<const float>(x), 2);
+  CHECK(O::value(plan.prefix) == 2.0f);
+  CHECK(plan.less == 1);
+  CHECK(plan.equal == 1);
+}
+
+TEST_CASE_TEMPLATE("apply, count and strided offsets match the CPU element by element", T, float, double) {
+  const std::vector<std::size_t> shape = {6, 5, 7};
+  const std::size_t n = 210;
+  const auto w = input<T>("zero_inf", n, 3);
+  // A permuted (strided) view of the same storage: axes (2, 0, 1).
+  const std::size_t pshape[3] = {7, 6, 5}, pstride[3] = {1, 35, 7};
+  const spruce::tensor_ref<const T> strided(w.data(), pshape, pstride);
+  const cd::strided_shape ss = cd::strided_shape_of(strided);
+  for (std::size_t i = 0; i < n; ++i) CHECK(cd::offset_of(ss, i) == strided.offset_of(i));
+  std::size_t nz = 0;
+  for (std::size_t i = 0; i < n; ++i) nz += cd::nonzero_one(w[cd::offset_of(ss, i)]);
+  CHECK(nz == spruce::count_nonzero(strided));
+  const spruce::mask m = spruce::magnitude_mask(strided, spruce::selection::exact{0.5});
+  std::vector<T> cpu = w, dev = w;
+  spruce::apply_mask(spruce::tensor_ref<T>(cpu.data(), pshape, pstride), m);
+  for (std::size_t i = 0; i < n; ++i) {
+    T& x = dev[cd::offset_of(ss, i)];
+    x = cd::apply_one(x, m.data()[i]);
+  }
+  CHECK(std::memcmp(cpu.data(), dev.data(), n * sizeof(T)) == 0);
+  (void)shape;
+}
+
+TEST_CASE("element scores are the CPU's element-granularity group scores") {
+  const auto w = input<float>("normal", 60, 4), g = input<float>("normal", 60, 5), h = input<float>("zeros80", 60, 6);
+  const std::vector<std::size_t> shape = {60};
+  spruce::criterion::inputs<float> in{spruce::tensor_ref<const float>(w.data(), shape), spruce::tensor_ref<const float>(g.data(), shape),
+                                      spruce::tensor_ref<const float>(h.data(), shape)};
+  const auto layout = spruce::granularity::element{}.layout(shape);
+  const auto run = [&](const auto& c) {
+    const auto cpu = spruce::group_scores(c, in, layout);
+    for (std::size_t i = 0; i < w.size(); ++i) CHECK(cd::element_score(c, w[i], g[i], h[i]) == cpu[i]);
+  };
+  run(spruce::criterion::l1{});
+  run(spruce::criterion::l2{});
+  run(spruce::criterion::ln{3.0});
+  run(spruce::criterion::gradient{});
+  run(spruce::criterion::taylor{});
+  run(spruce::criterion::hessian_diagonal{});
+}
+
+namespace {
+
+/// The device N:M pass: one group per "thread", in the kernel's numbering; full groups of a
+/// compile-time pattern run the fixed body, the rest the general one.
+template <std::size_t N, std::size_t M, class T>
+spruce::byte_buffer host_n_m(const std::vector<T>& w, std::span<const std::size_t> shape, std::size_t n, std::size_t m,
+                             std::uint32_t& bad) {
+  const auto geo = spruce::detail::n_m_geometry_of(shape);
+  spruce::byte_buffer k(w.size(), 7);
+  bad = 0;
+  for (std::size_t g = 0; g < cd::n_m_group_count(geo.outer, geo.axis, geo.inner, m); ++g) {
+    const cd::n_m_group_at at = geo.inner == 1 && geo.axis % m == 0 ? cd::n_m_group_at{g * m, m, 1}
+                                                                     : cd::n_m_group(g, geo.outer, geo.axis, geo.inner, m);
+    if constexpr (M != 0) {
+      if (at.len == M) {
+        bad += cd::n_m_group_keep_fixed<N, M>(w.data() + at.offset, k.data() + at.offset, at.stride);
+        continue;
+      }
+    }
+    bad += cd::n_m_group_keep(w.data() + at.offset, k.data() + at.offset, at.len, at.stride, n);
+  }
+  return k;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("device N:M bodies give the CPU's N:M masks", T, float, double) {
+  const std::vector<std::vector<std::size_t>> shapes = {{8, 16}, {5, 13}, {3, 6, 3, 3}, {2, 7, 2, 5}, {9}, {4, 80}, {2, 41, 3}};
+  for (const auto& shape : shapes)
+    for (const char* kind : kinds) {
+      CAPTURE(kind);
+      CAPTURE(spruce::shape_string(shape));
+      const auto w = input<T>(kind, spruce::shape_size(shape), spruce::shape_size(shape) + 11);
+      const spruce::tensor_ref<const T> v(w.data(), shape);
+      std::uint32_t bad = 0;
+      CHECK((host_n_m<2, 4>(w, shape, 2, 4, bad) == spruce::n_m_mask<2, 4>(v).bytes()));
+      CHECK((host_n_m<1, 4>(w, shape, 1, 4, bad) == spruce::n_m_mask<1, 4>(v).bytes()));
+      CHECK((host_n_m<3, 4>(w, shape, 3, 4, bad) == spruce::n_m_mask<3, 4>(v).bytes()));
+      CHECK((host_n_m<1, 2>(w, shape, 1, 2, bad) == spruce::n_m_mask<1, 2>(v).bytes()));
+      CHECK((host_n_m<3, 8>(w, shape, 3, 8, bad) == spruce::n_m_mask<3, 8>(v).bytes()));
+      CHECK(bad == 0);
+      for (auto [pn, pm] : {std::pair<std::size_t, std::size_t>{2, 8}, {3, 7}, {5, 40}, {17, 33}, {0, 3}}) {
+        CAPTURE(pm);
+        const spruce::granularity::n_m_pattern p{pn, pm};
+        CHECK((host_n_m<0, 0>(w, shape, pn, pm, bad) == spruce::n_m_mask(v, p).bytes()));
+      }
+    }
+}
+
+TEST_CASE("device N:M bodies count NaN weights") {
+  std::vector<float> w(32, 1.0f);
+  w[13] = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<std::size_t> shape = {4, 8};
+  std::uint32_t bad = 0;
+  (void)host_n_m<2, 4>(w, shape, 2, 4, bad);
+  CHECK(bad == 1);
+  (void)host_n_m<0, 0>(w, shape, 3, 7, bad);
+  CHECK(bad == 1);
+}
+
+TEST_CASE("device CSR bodies write sparse::csr_matrix's arrays") {
+  for (const char* kind : kinds) {
+    CAPTURE(kind);
+    const std::vector<std::size_t> shape = {37, 53};
+    const auto w = input<float>(kind, 37 * 53, 21);
+    const spruce::tensor_ref<const float> v(w.data(), shape);
+    const spruce::mask m = spruce::magnitude_mask(v, spruce::selection::threshold{0.7});
+    const auto cpu = spruce::sparse::csr_matrix<float>::from_dense(v, m);
+    std::vector<std::int32_t> row_ptr(38, 0);
+    for (std::size_t r = 0; r < 37; ++r)
+      row_ptr[r + 1] = row_ptr[r] + static_cast<std::int32_t>(cd::csr_row_count(m.data() + r * 53, 53));
+    std::vector<std::int32_t> col(static_cast<std::size_t>(row_ptr[37]));
+    std::vector<float> val(col.size());
+    for (std::size_t r = 0; r < 37; ++r)
+      cd::csr_row_write(w.data() + r * 53, m.data() + r * 53, 53, col.data() + row_ptr[r], val.data() + row_ptr[r]);
+    CHECK(row_ptr == cpu.row_ptr());
+    CHECK(col == cpu.col_idx());
+    CHECK(val == cpu.values());
+  }
+}
