@@ -261,6 +261,17 @@ TEST_CASE("per_row_mask with wanda, a pruner, a conv weight, and its errors") {
   CHECK(error_of([&] { (void)spruce::per_row_mask(spruce::criterion::l1{}, spruce::selection::exact(0.5),
                                                    spruce::make_view(w.data(), w.size()), "b"); })
             .find("'b'") != std::string::npos);
+  // A rule that computes its own mask (quantile) is applied to each row on its own.
+  const auto qv = spruce::make_view(w.data(), out, in * k);
+  const auto q = spruce::per_row_mask(spruce::criterion::l2{}, spruce::selection::quantile{0.3}, qv, "fcq");
+  for (std::size_t r = 0; r < out; ++r) {
+    std::vector<float> row(in * k);
+    for (std::size_t i = 0; i < row.size(); ++i) row[i] = w[r * in * k + i] * w[r * in * k + i];
+    const auto want = spruce::selection::quantile{0.3}.keep(std::span<const float>(row));
+    CHECK(std::equal(want.begin(), want.end(), q.data() + r * in * k));
+  }
+  CHECK(error_of([&] { (void)spruce::per_row_mask(spruce::criterion::l2{}, spruce::selection::quantile{2.0}, qv, "fcq"); })
+            .find("fcq") != std::string::npos);
   // An empty tensor keeps everything (nothing to keep).
   const std::size_t zshape[2] = {0, 4};
   const auto empty = spruce::per_row_mask(spruce::criterion::l1{}, spruce::selection::exact(0.5),
