@@ -224,16 +224,16 @@ TEST_CASE_TEMPLATE("device N:M bodies give the CPU's N:M masks", T, float, doubl
       const auto w = input<T>(kind, spruce::shape_size(shape), spruce::shape_size(shape) + 11);
       const spruce::tensor_ref<const T> v(w.data(), shape);
       std::uint32_t bad = 0;
-      CHECK((host_n_m<2, 4>(w, shape, 2, 4, bad) == spruce::n_m_mask<2, 4>(v).bytes()));
-      CHECK((host_n_m<1, 4>(w, shape, 1, 4, bad) == spruce::n_m_mask<1, 4>(v).bytes()));
-      CHECK((host_n_m<3, 4>(w, shape, 3, 4, bad) == spruce::n_m_mask<3, 4>(v).bytes()));
-      CHECK((host_n_m<1, 2>(w, shape, 1, 2, bad) == spruce::n_m_mask<1, 2>(v).bytes()));
-      CHECK((host_n_m<3, 8>(w, shape, 3, 8, bad) == spruce::n_m_mask<3, 8>(v).bytes()));
+      CHECK(std::ranges::equal(host_n_m<2, 4>(w, shape, 2, 4, bad), spruce::n_m_mask<2, 4>(v).bytes()));
+      CHECK(std::ranges::equal(host_n_m<1, 4>(w, shape, 1, 4, bad), spruce::n_m_mask<1, 4>(v).bytes()));
+      CHECK(std::ranges::equal(host_n_m<3, 4>(w, shape, 3, 4, bad), spruce::n_m_mask<3, 4>(v).bytes()));
+      CHECK(std::ranges::equal(host_n_m<1, 2>(w, shape, 1, 2, bad), spruce::n_m_mask<1, 2>(v).bytes()));
+      CHECK(std::ranges::equal(host_n_m<3, 8>(w, shape, 3, 8, bad), spruce::n_m_mask<3, 8>(v).bytes()));
       CHECK(bad == 0);
       for (auto [pn, pm] : {std::pair<std::size_t, std::size_t>{2, 8}, {3, 7}, {5, 40}, {17, 33}, {0, 3}}) {
         CAPTURE(pm);
         const spruce::granularity::n_m_pattern p{pn, pm};
-        CHECK((host_n_m<0, 0>(w, shape, pn, pm, bad) == spruce::n_m_mask(v, p).bytes()));
+        CHECK(std::ranges::equal(host_n_m<0, 0>(w, shape, pn, pm, bad), spruce::n_m_mask(v, p).bytes()));
       }
     }
 }

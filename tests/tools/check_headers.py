@@ -9,6 +9,10 @@
       header that leans on something an earlier include happened to bring fails here.
       Adapters that need a foreign library get its flags through --adapter.
 
+  check_headers.py nvcc ROOT NVCC [FLAGS...] [--jobs N]
+      compiles every CUDA header (cuda/**, cuda.hpp) alone as a CUDA translation unit
+      (`-x cu -c`), e.g. with `-std=c++20 -arch=sm_90 --Werror=all-warnings`.
+
   check_headers.py hygiene ROOT CXX [FLAGS...]
       the umbrella spruce/spruce.hpp pulls in no POSIX or file-system header (<unistd.h>,
       <fcntl.h>, <filesystem>: file output is opt-in, spruce/io/), and spruce/eigen.hpp
@@ -68,17 +72,21 @@ def check_layers(root):
     return 1 if bad else 0
 
 
-def check_compile(root, cxx, flags, jobs, adapters):
-    todo = [h for h in headers(root) if not h.startswith("cuda/") and h != "cuda.hpp"]
+def check_compile(root, cxx, flags, jobs, adapters, cuda=False):
+    is_cuda = lambda h: h.startswith("cuda/") or h == "cuda.hpp"
+    todo = [h for h in headers(root) if is_cuda(h) == cuda]
     inc = os.path.join(root, "include")
 
     def one(h):
         extra = adapters.get(h, [])
         with tempfile.TemporaryDirectory() as d:
-            src = os.path.join(d, "alone.cpp")
+            src = os.path.join(d, "alone.cu" if cuda else "alone.cpp")
             with open(src, "w") as f:
                 f.write(f'#include "spruce/{h}"\n#include "spruce/{h}"  // and twice: #pragma once\n')
-            cmd = [cxx, "-fsyntax-only", "-I" + inc, *flags, *extra, src]
+            if cuda:
+                cmd = [cxx, "-x", "cu", "-c", "-o", os.path.join(d, "alone.o"), "-I" + inc, *flags, *extra, src]
+            else:
+                cmd = [cxx, "-fsyntax-only", "-I" + inc, *flags, *extra, src]
             r = subprocess.run(cmd, capture_output=True, text=True)
             return h, r.returncode, r.stdout + r.stderr
 
@@ -136,7 +144,7 @@ def check_hygiene(root, cxx, flags):
 
 
 def main(argv):
-    if len(argv) < 3 or argv[1] not in ("layers", "compile", "hygiene"):
+    if len(argv) < 3 or argv[1] not in ("layers", "compile", "hygiene", "nvcc"):
         print(__doc__)
         return 2
     root = argv[2]
@@ -155,7 +163,7 @@ def main(argv):
             i += 2
         else:
             flags.append(rest[i]); i += 1
-    return check_compile(root, cxx, flags, jobs, adapters)
+    return check_compile(root, cxx, flags, jobs, adapters, cuda=argv[1] == "nvcc")
 
 
 if __name__ == "__main__":
