@@ -116,19 +116,18 @@ SPRUCE_DETAIL_LONG_RUN_ATTR T reduce_long_run(const C& c, const T* __restrict w,
 
 #undef SPRUCE_DETAIL_LONG_RUN_ATTR
 
-/// Folds one run of `len` elements: short runs (a 3x3 kernel) with one running value,
-/// inline, long ones with reduce_long_run.
+/// Folds a short run (a 3x3 kernel) with one running value, inline.
 template <bool G, bool H, class C, class T>
-inline T reduce_run(const C& c, const T* __restrict w, const T* __restrict g,
-                    const T* __restrict h, std::size_t len) {
-  if (len < 32) {
-    T a = c.template identity<T>();
-    for (std::size_t i = 0; i < len; ++i)
-      a = c.reduce(a, c.element(w[i], G ? g[i] : T(0), H ? h[i] : T(0)));
-    return a;
-  }
-  return reduce_long_run<G, H>(c, w, g, h, len);
+inline T reduce_short_run(const C& c, const T* __restrict w, const T* __restrict g,
+                          const T* __restrict h, std::size_t len) {
+  T a = c.template identity<T>();
+  for (std::size_t i = 0; i < len; ++i)
+    a = c.reduce(a, c.element(w[i], G ? g[i] : T(0), H ? h[i] : T(0)));
+  return a;
 }
+
+/// Runs shorter than this fold with reduce_short_run, longer ones with reduce_long_run.
+inline constexpr std::size_t long_run_min = 32;
 
 template <class T>
 void check_input(const tensor_ref<const T>& x, const tensor_ref<const T>& w, const char* what,
@@ -181,18 +180,29 @@ std::vector<T> group_scores(const C& c, const criterion::inputs<T, Extra>& in,
     const std::size_t units = (walk.rows + walk.row_tile - 1) / walk.row_tile;
     const std::size_t n = layout.size();
 
-    auto fold_rows = [&](std::size_t r0, std::size_t r1, T* acc) {
+    // Every run has the same length, so the short / long choice is made once per call:
+    // the loop over short runs holds no call (whose clobbered registers would cost the
+    // 3x3-kernel walk of channel scores a few percent).
+    auto fold = [&]<bool Long>(std::size_t r0, std::size_t r1, T* acc) {
       for (std::size_t r = r0; r < r1; ++r) {
         const std::size_t base = (r / walk.row_tile) * walk.row_group_stride;
         const std::size_t off = r * row_len;
         for (std::size_t j = 0; j < walk.runs; ++j) {
           const std::size_t o = off + j * walk.run;
-          const T v = detail::reduce_run<C::needs_grad, C::needs_hessian>(
-              c, w + o, g ? g + o : nullptr, h ? h + o : nullptr, walk.run);
+          const T* go = g ? g + o : nullptr;
+          const T* ho = h ? h + o : nullptr;
+          const T v = Long ? detail::reduce_long_run<C::needs_grad, C::needs_hessian>(c, w + o, go, ho, walk.run)
+                           : detail::reduce_short_run<C::needs_grad, C::needs_hessian>(c, w + o, go, ho, walk.run);
           T& a = acc[base + walk.run_group[j]];
           a = c.reduce(a, v);
         }
       }
+    };
+    auto fold_rows = [&](std::size_t r0, std::size_t r1, T* acc) {
+      if (walk.run >= detail::long_run_min)
+        fold.template operator()<true>(r0, r1, acc);
+      else
+        fold.template operator()<false>(r0, r1, acc);
     };
     std::fill(out.begin(), out.end(), c.template identity<T>());
     if (units > 1) {
