@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <numbers>
 #include <random>
 #include <span>
@@ -20,6 +21,10 @@
 #include "train/lr_schedule.hpp"
 #include "train/model.hpp"
 #include "train/optim.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace fx = spruce_test;
 
@@ -139,6 +144,160 @@ TEST_CASE("VGG gradients match central differences through the whole network (do
     norm += tnorm;
   }
   CHECK(std::sqrt(diff / norm) < 1e-6);
+}
+
+namespace {
+
+// Largest |a - b| over the largest |b| (or 1 when that is below 1).
+template <class A, class B>
+double relative_gap(const A* a, const B* b, std::size_t size) {
+  double gap = 0, scale = 1;
+  for (std::size_t i = 0; i < size; ++i) {
+    gap = std::max(gap, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+    scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+  }
+  return gap / scale;
+}
+
+}  // namespace
+
+TEST_CASE("the float VGG (channels-last fast path) equals the double VGG (the layer classes)") {
+  // The float model runs its own NHWC kernels; the double model runs the gradient-checked
+  // layer classes. Same weights, same images: logits, every gradient and the running
+  // statistics agree within float rounding, in training and in evaluation, over two steps
+  // (the second reuses the first's buffers). Width 0.1 gives channel counts that are not
+  // multiples of 8 (6, 13, 26, 51); 19 x 17 maps make every pool drop a row or a column.
+  struct setup {
+    double width;
+    std::size_t in_channels, classes, n, h, w;
+  };
+  for (const setup c : {setup{0.125, 1, 10, 5, 28, 28}, setup{0.1, 3, 7, 3, 19, 17},
+                        setup{0.25, 2, 4, 2, 16, 16}, setup{0.125, 1, 10, 1, 32, 20}}) {
+    CAPTURE(c.width);
+    CAPTURE(c.h);
+    train::vgg f(train::vgg_config{c.width, c.in_channels, c.classes}, 11);
+    train::basic_vgg<double> d(train::vgg_config{c.width, c.in_channels, c.classes}, 11);
+    std::mt19937_64 rng(5);
+    std::uniform_real_distribution<double> u(-1, 1);
+    {
+      auto fp = f.parameters();
+      auto dp = d.parameters();
+      for (std::size_t t = 0; t < fp.size(); ++t)
+        for (std::size_t i = 0; i < fp[t].view.size(); ++i) {
+          if (fp[t].view.rank() == 1) fp[t].view.data()[i] += static_cast<float>(0.3 * u(rng));
+          dp[t].view.data()[i] = fp[t].view.data()[i];
+        }
+    }
+    const std::size_t count = c.n * c.in_channels * c.h * c.w;
+    for (int step = 0; step < 2; ++step) {
+      CAPTURE(step);
+      std::vector<float> img(count);
+      for (float& v : img) v = static_cast<float>(u(rng));
+      const std::vector<double> imgd(img.begin(), img.end());
+      const auto& lf = f.forward(img, c.n, c.h, c.w);
+      const auto& ld = d.forward(imgd, c.n, c.h, c.w);
+      REQUIRE(lf.shape() == ld.shape());
+      CHECK(relative_gap(lf.data(), ld.data(), lf.size()) < 2e-5);
+      train::tensor<float> gf(c.n, c.classes);
+      train::tensor<double> gd(c.n, c.classes);
+      for (std::size_t i = 0; i < gf.size(); ++i) gd[i] = gf[i] = static_cast<float>(u(rng));
+      f.backward(gf);
+      d.backward(gd);
+      const auto a = f.gradients();
+      const auto b = d.gradients();
+      for (std::size_t t = 0; t < a.size(); ++t) {
+        CAPTURE(a[t].name);
+        CHECK(relative_gap(a[t].view.data(), b[t].view.data(), a[t].view.size()) < 1e-4);
+      }
+      const auto ba = f.buffers();
+      const auto bb = d.buffers();
+      for (std::size_t t = 0; t < ba.size(); ++t) {
+        CAPTURE(ba[t].name);
+        CHECK(relative_gap(ba[t].view.data(), bb[t].view.data(), ba[t].view.size()) < 1e-5);
+      }
+    }
+    f.eval();
+    d.eval();
+    std::vector<float> img(count);
+    for (float& v : img) v = static_cast<float>(u(rng));
+    const std::vector<double> imgd(img.begin(), img.end());
+    const auto& lf = f.forward(img, c.n, c.h, c.w);
+    const auto& ld = d.forward(imgd, c.n, c.h, c.w);
+    CHECK(relative_gap(lf.data(), ld.data(), lf.size()) < 2e-5);
+    // Backward after an evaluation forward differentiates the affine (running-statistics) BN.
+    train::tensor<float> gf(c.n, c.classes);
+    train::tensor<double> gd(c.n, c.classes);
+    for (std::size_t i = 0; i < gf.size(); ++i) gd[i] = gf[i] = static_cast<float>(u(rng));
+    f.backward(gf);
+    d.backward(gd);
+    const auto a = f.gradients();
+    const auto b = d.gradients();
+    for (std::size_t t = 0; t < a.size(); ++t) {
+      CAPTURE(a[t].name);
+      CHECK(relative_gap(a[t].view.data(), b[t].view.data(), a[t].view.size()) < 1e-4);
+    }
+  }
+}
+
+TEST_CASE("the float VGG's gradients do not depend on the thread count, and copies keep state") {
+#ifdef _OPENMP
+  const int keep = omp_get_max_threads();
+#endif
+  const auto run = [](int threads) {
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    train::vgg model(train::vgg_config{0.125, 1, 10}, 3);
+    std::vector<float> img(24 * 28 * 28);
+    std::mt19937_64 rng(9);
+    std::uniform_real_distribution<float> u(-1, 1);
+    for (float& v : img) v = u(rng);
+    std::vector<std::int32_t> labels(24);
+    for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::int32_t>(i % 10);
+    train::softmax_cross_entropy<float> ce;
+    ce.forward(model.forward(img, 24, 28, 28), labels);
+    train::tensor<float> g;
+    ce.backward(g);
+    train::vgg copy = model;  // the copy carries the forward's activations
+    copy.backward(g);
+    model.backward(g);
+    std::vector<float> out;
+    for (auto& t : model.gradients()) out.insert(out.end(), t.view.data(), t.view.data() + t.view.size());
+    std::vector<float> from_copy;
+    for (auto& t : copy.gradients())
+      from_copy.insert(from_copy.end(), t.view.data(), t.view.data() + t.view.size());
+    CHECK(out == from_copy);
+    return out;
+  };
+  const auto one = run(1);
+  const auto two = run(2);
+#ifdef _OPENMP
+  omp_set_num_threads(keep);
+#endif
+  CHECK(one == two);
+}
+
+TEST_CASE("the float VGG passes NaN through like the layer classes") {
+  train::vgg f(train::vgg_config{0.125, 1, 10}, 2);
+  train::basic_vgg<double> d(train::vgg_config{0.125, 1, 10}, 2);
+  auto fp = f.parameters();
+  auto dp = d.parameters();
+  for (std::size_t t = 0; t < fp.size(); ++t)
+    for (std::size_t i = 0; i < fp[t].view.size(); ++i) dp[t].view.data()[i] = fp[t].view.data()[i];
+  f.eval();
+  d.eval();
+  std::vector<float> img(2 * 28 * 28, 0.5f);
+  img[3 * 28 + 5] = std::numeric_limits<float>::quiet_NaN();  // image 0 only
+  const std::vector<double> imgd(img.begin(), img.end());
+  const auto& lf = f.forward(img, 2, 28, 28);
+  const auto& ld = d.forward(imgd, 2, 28, 28);
+  for (std::size_t k = 0; k < 10; ++k) {
+    CHECK(std::isnan(lf[k]) == std::isnan(ld[k]));
+    CHECK(lf[10 + k] == doctest::Approx(ld[10 + k]).epsilon(1e-4));
+  }
+  CHECK(std::isnan(lf[0]));
 }
 
 TEST_CASE("VGG evaluation mode uses the running statistics") {

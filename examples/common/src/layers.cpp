@@ -711,8 +711,13 @@ void linear<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
   const const_matrix_map<T> gm(dy.data(), n, out);
   const const_matrix_map<T> wm(weight_.data(), out, in);
   matrix_map<T>(weight_grad_.data(), out, in).noalias() = gm.transpose() * xm;
-  if (!bias_.empty())
-    Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>(bias_grad_.data(), out) = gm.colwise().sum();
+  if (!bias_.empty()) {
+    // Row by row in sample order: Eigen's vectorised column sums peel by the data's
+    // alignment, which would make the last bits depend on where the allocator put dy.
+    std::fill(bias_grad_.begin(), bias_grad_.end(), T(0));
+    for (Eigen::Index i = 0; i < n; ++i)
+      for (Eigen::Index j = 0; j < out; ++j) bias_grad_[static_cast<std::size_t>(j)] += gm(i, j);
+  }
   if (dx != nullptr) {
     dx->resize(x.n(), x.c(), x.h(), x.w());
     matrix_map<T>(dx->data(), n, in).noalias() = gm * wm;

@@ -3,11 +3,15 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <random>
+#include <type_traits>
 #include <string>
 
 #include <spruce/core/error.hpp>
 #include <spruce/metrics/macs.hpp>
+
+#include "vgg_engine.hpp"
 
 namespace train {
 namespace {
@@ -18,6 +22,17 @@ constexpr std::array<bool, 8> lab_pool_after = {false, true, false, true, false,
 
 std::string indexed(const char* prefix, std::size_t i, const char* suffix) {
   return std::string(prefix).append(std::to_string(i)).append(suffix);
+}
+
+// SPRUCE_TRAIN_REFERENCE=1 runs the float model through the layer classes too (the layout
+// the double model and the gradient checks use): a way to measure or cross-check the fast
+// path without rebuilding.
+bool reference_path_requested() {
+  static const bool on = [] {
+    const char* v = std::getenv("SPRUCE_TRAIN_REFERENCE");
+    return v != nullptr && *v != '\0' && *v != '0';
+  }();
+  return on;
 }
 
 template <class T>
@@ -111,6 +126,8 @@ const tensor<T>& basic_vgg<T>::forward(std::span<const T> images, std::size_t n,
                             .append(" x ")
                             .append(std::to_string(w))
                             .append("; pass n * c * h * w values (NCHW)"));
+  if constexpr (std::is_same_v<T, float>)
+    if (!reference_path_requested()) return run_fast(images.data(), n, h, w);
   input_.resize(n, c, h, w);
   std::copy(images.begin(), images.end(), input_.data());
   return run();
@@ -119,6 +136,9 @@ const tensor<T>& basic_vgg<T>::forward(std::span<const T> images, std::size_t n,
 template <class T>
 const tensor<T>& basic_vgg<T>::forward(const tensor<T>& images) {
   check_input(images.n(), images.c(), images.h(), images.w());
+  if constexpr (std::is_same_v<T, float>)
+    if (!reference_path_requested())
+      return run_fast(images.data(), images.n(), images.h(), images.w());
   if (&images != &input_) {
     input_.resize(images.n(), images.c(), images.h(), images.w());
     std::copy(images.values().begin(), images.values().end(), input_.data());
@@ -144,6 +164,25 @@ const tensor<T>& basic_vgg<T>::run() {
 }
 
 template <class T>
+const tensor<T>& basic_vgg<T>::run_fast(const T* images, std::size_t n, std::size_t h,
+                                        std::size_t w) {
+  if constexpr (std::is_same_v<T, float>) {
+    std::array<detail::engine_block, 16> refs{};
+    if (blocks_.size() > refs.size()) throw spruce::error("vgg: more blocks than the fast path takes");
+    for (std::size_t i = 0; i < blocks_.size(); ++i)
+      refs[i] = {&blocks_[i].conv, &blocks_[i].bn, blocks_[i].pool};
+    const std::span<const detail::engine_block> span(refs.data(), blocks_.size());
+    detail::engine_forward(*engine_.get(), span, images, n, config_.in_channels, h, w, training_,
+                           features_);
+    classifier_.forward(features_, logits_);
+    return logits_;
+  } else {
+    (void)images, (void)n, (void)h, (void)w;
+    return run();
+  }
+}
+
+template <class T>
 void basic_vgg<T>::backward(const tensor<T>& dlogits) {
   if (logits_.n() == 0)
     throw spruce::error("vgg backward: no forward pass yet; call forward first");
@@ -153,6 +192,18 @@ void basic_vgg<T>::backward(const tensor<T>& dlogits) {
                             .append(" but the logits have ")
                             .append(shape_text(logits_.shape()))
                             .append("; pass d(loss)/d(logits) of the last forward"));
+  if constexpr (std::is_same_v<T, float>) {
+    if (detail::engine_ready(*engine_.get())) {
+      std::array<detail::engine_block, 16> refs{};
+      for (std::size_t i = 0; i < blocks_.size(); ++i)
+        refs[i] = {&blocks_[i].conv, &blocks_[i].bn, blocks_[i].pool};
+      classifier_.backward(features_, dlogits, &d_features_);
+      detail::engine_backward(*engine_.get(),
+                              std::span<const detail::engine_block>(refs.data(), blocks_.size()),
+                              d_features_);
+      return;
+    }
+  }
   classifier_.backward(features_, dlogits, &d_features_);
   // The gradient of each block's output lands in that block's d_pooled (after a pool) or
   // d_act; `grad_out` tracks where the next block down must write.

@@ -91,6 +91,8 @@ class batchnorm2d {
 
   std::size_t channels() const noexcept { return weight_.size(); }
   bool fused_relu() const noexcept { return relu_; }
+  double eps() const noexcept { return eps_; }
+  double momentum() const noexcept { return momentum_; }
   std::span<T> weight() noexcept { return weight_; }
   std::span<T> bias() noexcept { return bias_; }
   std::span<T> weight_grad() noexcept { return weight_grad_; }

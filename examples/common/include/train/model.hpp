@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -13,6 +14,27 @@
 #include "train/tensor.hpp"
 
 namespace train {
+
+namespace detail {
+class vgg_engine;  // the float model's fast path (src/vgg_engine.cpp)
+
+/// Owns a vgg_engine: its activations and packed weights, the float model's scratch. A copy
+/// copies them (a copied model can run backward of the original's last forward); a
+/// moved-from holder is empty and a copy of it starts fresh.
+class vgg_engine_ptr {
+ public:
+  vgg_engine_ptr();
+  ~vgg_engine_ptr();
+  vgg_engine_ptr(const vgg_engine_ptr& other);
+  vgg_engine_ptr(vgg_engine_ptr&& other) noexcept;
+  vgg_engine_ptr& operator=(const vgg_engine_ptr& other);
+  vgg_engine_ptr& operator=(vgg_engine_ptr&& other) noexcept;
+  vgg_engine* get() const noexcept { return p_.get(); }
+
+ private:
+  std::unique_ptr<vgg_engine> p_;
+};
+}  // namespace detail
 
 /// The knobs of the lab's VGG that the examples vary: the width multiplier (each channel
 /// count is round(c * width)), the input channels (1 for Fashion-MNIST, 3 for CIFAR-10)
@@ -87,6 +109,7 @@ class basic_vgg {
   };
   void check_input(std::size_t n, std::size_t c, std::size_t h, std::size_t w) const;
   const tensor<T>& run();
+  const tensor<T>& run_fast(const T* images, std::size_t n, std::size_t h, std::size_t w);
 
   vgg_config config_;
   std::vector<std::size_t> channels_;
@@ -95,6 +118,9 @@ class basic_vgg {
   global_avg_pool<T> gap_;
   linear<T> classifier_;
   tensor<T> input_, features_, logits_, d_features_;
+  // float only: the channels-last fast path, which replaces the layer objects' own passes
+  // (the layers keep owning the parameters).
+  detail::vgg_engine_ptr engine_;
 };
 
 /// The model the examples train (float); basic_vgg<double> serves the gradient checks.
