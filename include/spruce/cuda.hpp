@@ -15,5 +15,6 @@
 #include "spruce/cuda/error.hpp"
 #include "spruce/cuda/memory.hpp"
 #include "spruce/cuda/prune.hpp"
+#include "spruce/cuda/pruner.hpp"
 #include "spruce/cuda/select.hpp"
 #include "spruce/cuda/sparse.hpp"

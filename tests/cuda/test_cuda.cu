@@ -215,6 +215,85 @@ void test_csr() {
   }
 }
 
+template <class T, class P>
+void check_pruner(const P& pr, const std::vector<std::size_t>& shape, const char* kind, const char* what) {
+  const std::size_t n = spruce::shape_size(shape);
+  const auto h = make_input<T>(kind, n, n * 13 + 1);
+  on_device<T> d(h, shape);
+  ctx = std::string("pruner ") + what + " " + kind + " n=" + std::to_string(n);
+  const spruce::tensor_ref<const T> hv(h.data(), shape);
+  const std::string herr = error_of([&] { (void)pr.compute(hv, "w"); });
+  if (!herr.empty()) {  // a pattern that does not fit the shape: the same refusal
+    EXPECT(herr == error_of([&] { (void)pr.compute(d.view(), "w"); }));
+    return;
+  }
+  EXPECT(pr.compute(hv) == pr.compute(d.view()).to_host());
+  std::vector<T> hw = h;
+  const auto hm = pr.prune(spruce::tensor_ref<T>(hw.data(), shape));
+  const auto dm = pr.prune(d.view());
+  EXPECT(hm == dm.to_host());
+  const auto dw = d.download();
+  EXPECT(std::memcmp(hw.data(), dw.data(), n * sizeof(T)) == 0);
+}
+
+template <class T>
+void test_pruner() {
+  namespace gr = spruce::granularity;
+  namespace cr = spruce::criterion;
+  namespace se = spruce::selection;
+  const std::vector<std::vector<std::size_t>> shapes = {{7, 5}, {64, 33}, {16, 8, 3, 3}, {4, 70, 5, 5}, {512, 96}, {300, 160}};
+  for (const auto& shape : shapes)
+    for (const char* kind : {"normal", "zeros80", "equal", "ties"}) {
+      check_pruner<T>(spruce::pruner<gr::filter, cr::l2, se::exact>{{}, {}, se::exact{0.5}}, shape, kind, "filter l2");
+      check_pruner<T>(spruce::pruner<gr::channel, cr::l1, se::threshold>{{}, {}, se::threshold{0.3}}, shape, kind, "channel l1");
+      check_pruner<T>(spruce::pruner<gr::vector, cr::ln, se::exact>{{}, {std::numeric_limits<double>::infinity()}, se::exact{0.4}}, shape, kind, "vector linf");
+      check_pruner<T>(spruce::pruner<gr::block, cr::l2, se::exact>{{4, 4}, {}, se::exact{0.6}}, shape, kind, "block l2");
+      check_pruner<T>(spruce::pruner<gr::element, cr::l2, se::exact>{{}, {}, se::exact{0.7}}, shape, kind, "element l2");
+      check_pruner<T>(spruce::pruner<gr::element, cr::hessian_diagonal, se::exact>{{}, {}, se::exact{0.7}}, shape, kind, "element obd");
+      check_pruner<T>(spruce::pruner<gr::n_m<2, 4>, cr::l1>{}, shape, kind, "2:4 l1");
+      check_pruner<T>(spruce::pruner<gr::n_m_pattern, cr::l2>{{3, 8}, {}}, shape, kind, "3:8 l2");
+      if (shape.size() == 4) check_pruner<T>(spruce::pruner<gr::kernel, cr::l1, se::exact>{{}, {}, se::exact{0.5}}, shape, kind, "kernel l1");
+    }
+  // Criteria with a gradient / Hessian: device inputs against the CPU inputs.
+  const std::vector<std::size_t> shape = {32, 16, 3, 3};
+  const std::size_t n = spruce::shape_size(shape);
+  const auto w = make_input<T>("normal", n, 1), g = make_input<T>("normal", n, 2), hs = make_input<T>("zeros80", n, 3);
+  on_device<T> dw(w, shape), dg(g, shape), dh(hs, shape);
+  spruce::criterion::inputs<T> hin{spruce::tensor_ref<const T>(w.data(), shape), spruce::tensor_ref<const T>(g.data(), shape),
+                                   spruce::tensor_ref<const T>(hs.data(), shape)};
+  spruce::cuda::device_inputs<T> din{dw.view(), dg.view(), dh.view()};
+  ctx = "pruner with gradients";
+  const spruce::pruner<gr::filter, cr::taylor, se::exact> taylor{{}, {}, se::exact{0.5}};
+  EXPECT(taylor.compute(hin) == spruce::cuda::compute(taylor, din).to_host());
+  const spruce::pruner<gr::channel, cr::hessian_diagonal, se::exact> obd{{}, {}, se::exact{0.25}};
+  EXPECT(obd.compute(hin) == spruce::cuda::compute(obd, din).to_host());
+  const spruce::pruner<gr::kernel, cr::gradient, se::threshold> grad{{}, {}, se::threshold{0.5}};
+  EXPECT(grad.compute(hin) == spruce::cuda::compute(grad, din).to_host());
+  // Group scores themselves, bit for bit.
+  const auto layout = gr::channel{}.layout(shape);
+  const auto hsc = spruce::group_scores(cr::taylor{}, hin, layout);
+  const auto dsc = spruce::cuda::group_scores(cr::taylor{}, din, layout);
+  std::vector<T> back(dsc.size());
+  spruce::cuda::copy(spruce::tensor_ref<const T, spruce::cuda_space>(dsc.view(std::vector<std::size_t>{dsc.size()})),
+                     spruce::tensor_ref<T>(back.data(), std::vector<std::size_t>{back.size()}));
+  spruce::cuda::check(cudaStreamSynchronize(nullptr), "scores download");
+  EXPECT(back.size() == hsc.size() && std::memcmp(back.data(), hsc.data(), back.size() * sizeof(T)) == 0);
+  // Errors: a missing gradient and a NaN score give the CPU's messages; nothing written.
+  spruce::cuda::device_inputs<T> nograd{dw.view()};
+  spruce::criterion::inputs<T> hnograd{spruce::tensor_ref<const T>(w.data(), shape)};
+  EXPECT(error_of([&] { (void)taylor.compute(hnograd, "conv.weight"); }) == error_of([&] { (void)spruce::cuda::compute(taylor, nograd, "conv.weight"); }));
+  std::vector<T> bad = w;
+  bad[50] = std::numeric_limits<T>::quiet_NaN();
+  on_device<T> dbad(bad, shape);
+  const spruce::pruner<gr::filter, cr::l2, se::exact> l2f{{}, {}, se::exact{0.5}};
+  const std::string he = error_of([&] { (void)l2f.prune(spruce::tensor_ref<T>(bad.data(), shape), "conv.weight"); });
+  const auto before = dbad.download();
+  const std::string de = error_of([&] { (void)l2f.prune(dbad.view(), "conv.weight"); });
+  EXPECT(!he.empty() && he == de);
+  const auto after = dbad.download();
+  EXPECT(std::memcmp(before.data(), after.data(), n * sizeof(T)) == 0);
+}
+
 void test_large() {
   if (!std::getenv("SPRUCE_CUDA_LARGE")) return;
   ctx = "past 2^31";
@@ -242,6 +321,8 @@ int main() {
     test_n_m<double>();
     test_errors<float>();
     test_csr<float>();
+    test_pruner<float>();
+    test_pruner<double>();
     test_large();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAIL: unexpected exception: %s [%s]\n", e.what(), ctx.c_str());

@@ -269,3 +269,79 @@ TEST_CASE("device CSR bodies write sparse::csr_matrix's arrays") {
     CHECK(val == cpu.values());
   }
 }
+
+namespace {
+
+/// The device group-score pass: one "thread" per group running group_score_of over the
+/// plan the device path uploads, and the expansion body per element; compared with
+/// spruce::group_scores / expand_groups bit for bit.
+template <class C, class T>
+void check_group_scores(const C& c, const std::vector<std::size_t>& shape, const spruce::granularity::group_layout& layout,
+                        const std::string& kind, std::uint64_t seed) {
+  const std::size_t n = spruce::shape_size(shape);
+  const auto w = input<T>(kind, n, seed), g = input<T>("normal", n, seed + 1), h = input<T>("zeros80", n, seed + 2);
+  spruce::criterion::inputs<T> in{spruce::tensor_ref<const T>(w.data(), shape), spruce::tensor_ref<const T>(g.data(), shape),
+                                  spruce::tensor_ref<const T>(h.data(), shape)};
+  const auto cpu = spruce::group_scores(c, in, layout);
+  const auto pa = cd::make_group_plan(layout, spruce::detail::kernel_threads());
+  REQUIRE(pa.plan.groups == cpu.size());
+  std::vector<T> dev(cpu.size());
+  for (std::size_t k = 0; k < dev.size(); ++k)
+    dev[k] = cd::group_score_of<C::needs_grad, C::needs_hessian>(c, w.data(), g.data(), h.data(), pa.plan, pa.q_ptr.data(),
+                                                                 pa.q_runs.data(), k);
+  CHECK(std::memcmp(dev.data(), cpu.data(), dev.size() * sizeof(T)) == 0);
+  // Expansion of a group mask (every other group kept, plus a pseudo-random pattern).
+  spruce::byte_buffer gk(cpu.size());
+  for (std::size_t k = 0; k < gk.size(); ++k) gk[k] = static_cast<std::uint8_t>((k % 2) ^ (spruce::detail::splitmix64(seed, k) & 1));
+  const auto ref = spruce::expand_groups(layout, std::span<const std::uint8_t>(gk.data(), gk.size()));
+  bool same = true;
+  for (std::size_t i = 0; i < n; ++i) same = same && ref[i] == gk[cd::group_of_element(pa.plan, pa.run_group.data(), i)];
+  CHECK(same);
+}
+
+template <class T, class C>
+void check_all_granularities(const C& c) {
+  namespace gr = spruce::granularity;
+  const std::vector<std::vector<std::size_t>> shapes = {{1, 1}, {7, 5}, {64, 33}, {16, 8, 3, 3}, {4, 70, 5, 5}, {300, 160}, {2, 9000}, {5, 3, 1, 40}};
+  std::uint64_t seed = 1;
+  for (const auto& shape : shapes)
+    for (const char* kind : {"normal", "zero_inf", "ties"}) {
+      CAPTURE(spruce::shape_string(shape));
+      CAPTURE(kind);
+      check_group_scores<C, T>(c, shape, gr::element{}.layout(shape), kind, ++seed);
+      check_group_scores<C, T>(c, shape, gr::filter{}.layout(shape), kind, ++seed);
+      check_group_scores<C, T>(c, shape, gr::channel{}.layout(shape), kind, ++seed);
+      check_group_scores<C, T>(c, shape, gr::vector{}.layout(shape), kind, ++seed);
+      check_group_scores<C, T>(c, shape, gr::vector{0}.layout(shape), kind, ++seed);
+      check_group_scores<C, T>(c, shape, gr::block{4, 4}.layout(shape), kind, ++seed);
+      check_group_scores<C, T>(c, shape, gr::block{3, 40}.layout(shape), kind, ++seed);
+      if (shape.size() == 4) check_group_scores<C, T>(c, shape, gr::kernel{}.layout(shape), kind, ++seed);
+    }
+  check_group_scores<C, T>(c, {100000}, gr::element{}.layout(std::vector<std::size_t>{100000}), "normal", 99);
+  check_group_scores<C, T>(c, {100000}, gr::vector{}.layout(std::vector<std::size_t>{100000}), "normal", 98);
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("device group-score bodies give the CPU's group scores bit for bit, every granularity", T, float, double) {
+  check_all_granularities<T>(spruce::criterion::l1{});
+  check_all_granularities<T>(spruce::criterion::l2{});
+  check_all_granularities<T>(spruce::criterion::ln{std::numeric_limits<double>::infinity()});
+  check_all_granularities<T>(spruce::criterion::ln{3.0});
+  check_all_granularities<T>(spruce::criterion::gradient{});
+  check_all_granularities<T>(spruce::criterion::taylor{});
+  check_all_granularities<T>(spruce::criterion::hessian_diagonal{});
+}
+
+TEST_CASE("the device plan reproduces the CPU's chunking of rows when one unit holds every group") {
+  namespace gr = spruce::granularity;
+  const std::vector<std::size_t> shape = {512, 96};  // channel groups span all 512 rows: 49152 elements
+  const auto layout = gr::channel{}.layout(shape);
+  const auto one = cd::make_group_plan(layout, 1), four = cd::make_group_plan(layout, 4);
+  CHECK(one.plan.chunks == 1);
+  CHECK(four.plan.chunks == 4 * spruce::detail::chunks_per_thread);
+  CHECK(cd::make_group_plan(gr::channel{}.layout(std::vector<std::size_t>{3, 96}), 4).plan.chunks == 1);  // below the threshold
+  CHECK(cd::make_group_plan(gr::filter{}.layout(shape), 4).plan.chunks == 1);                            // many row units
+  // The plan follows the CPU's own thread count, whatever it is in this run.
+  check_group_scores<spruce::criterion::l2, float>({}, shape, layout, "normal", 5);
+}

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <concepts>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -56,6 +57,16 @@ template <pruner_granularity G, criterion::any_criterion C, host_view V>
 std::vector<view_value_t<V>> scores(const G& g, const C& c, const V& w, const std::string& name = {}) {
   return scores(g, c, criterion::inputs<view_value_t<V>, criterion::extra_t<C>>{to_const_ref(w)}, name);
 }
+
+/// The backend that runs pruner<G, C, S>::compute / prune for views in memory space
+/// `Space` other than the host (the host path is pruner's own body). The CUDA layer
+/// specialises it for cuda_space; the primary template only says which header is missing.
+template <class Space>
+struct pruner_backend {
+  static_assert(sizeof(Space) == 0,
+                "spruce::pruner::compute / prune: no backend for this memory space. For cuda_space views "
+                "include <spruce/cuda.hpp> from a file compiled by nvcc, or copy the tensor to host memory.");
+};
 
 /// Composes the three per-tensor policies at compile time: the granularity says what is
 /// pruned together, the criterion how each group scores, the selection rule which scores
@@ -115,23 +126,31 @@ struct pruner {
     }
   }
 
-  /// compute() of a weight alone: any host view.
-  template <host_view V>
+  /// compute() of a weight alone: any view (a cuda_space view, with <spruce/cuda.hpp>,
+  /// gets a cuda::device_mask with the same bytes).
+  template <any_view V>
     requires select::score_type<view_value_t<V>> && (granularity::n_m_granularity<G> || selection::rule<S>)
-  mask compute(const V& w, const std::string& name = {}) const {
-    return compute(criterion::inputs<view_value_t<V>, criterion::extra_t<C>>{to_const_ref(w)}, name);
+  auto compute(const V& w, const std::string& name = {}) const {
+    if constexpr (std::same_as<view_space_t<V>, host_space>)
+      return compute(criterion::inputs<view_value_t<V>, criterion::extra_t<C>>{to_const_ref(w)}, name);
+    else
+      return pruner_backend<view_space_t<V>>::compute(*this, to_const_ref(w), name);
   }
 
   /// Computes the mask of `w` from its own values and zeroes the pruned groups in place.
   /// For criteria that read gradients, compute with the inputs and then `apply_mask`.
-  template <host_view V>
+  template <any_view V>
     requires mutable_view<V> && select::score_type<view_value_t<V>> &&
              (granularity::n_m_granularity<G> || selection::rule<S>)
-  mask prune(const V& w, const std::string& name = {}) const {
+  auto prune(const V& w, const std::string& name = {}) const {
     const auto rw = to_ref(w);
-    mask m = compute(rw, name);
-    detail::apply_keep(rw, m.data());
-    return m;
+    if constexpr (std::same_as<view_space_t<V>, host_space>) {
+      mask m = compute(rw, name);
+      detail::apply_keep(rw, m.data());
+      return m;
+    } else {
+      return pruner_backend<view_space_t<V>>::prune(*this, rw, name);
+    }
   }
 };
 

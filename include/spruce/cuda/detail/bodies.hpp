@@ -6,10 +6,14 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "spruce/core/config.hpp"
+#include "spruce/core/parallel.hpp"
 #include "spruce/core/tensor_ref.hpp"
+#include "spruce/granularity/group_layout.hpp"
 #include "spruce/granularity/detail/n_m_kernels.hpp"
+#include "spruce/prune/group_scores.hpp"
 #include "spruce/select/key.hpp"
 
 namespace spruce::cuda::detail {
@@ -149,6 +153,161 @@ SPRUCE_HD constexpr unsigned nonzero_one(T x) noexcept {
 template <class C, class T>
 SPRUCE_HD T element_score(const C& c, T w, T g, T h) {
   return c.finish(c.reduce(c.template identity<T>(), c.element(w, g, h)));
+}
+
+// ---- group scores --------------------------------------------------------------------
+
+/// Returns `x` unchanged, but in device code as the result of an empty asm statement, so
+/// nvcc cannot contract the multiply that produced it with the add that folds it into an
+/// accumulator (nvcc fuses a * b + c into one FMA by default, which rounds once where the
+/// CPU's default build rounds twice). On the host it is the identity.
+template <class T>
+SPRUCE_HD T no_contract(T x) noexcept {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == 4)
+    asm("" : "+f"(x));
+  else if constexpr (sizeof(T) == 8)
+    asm("" : "+d"(x));
+#endif
+  return x;
+}
+
+/// A group layout as the device walks it: prune/group_scores.hpp's detail::group_walk in
+/// plain numbers (rows along axis 0 in units of row_tile rows; inside a row, `runs`
+/// contiguous runs of `run` elements, each in one group) plus the chunking of rows that
+/// the CPU used when one row unit holds every group (`chunks` contiguous chunks of rows,
+/// split as parallel_chunks splits them, each folded from the identity and then folded
+/// into the result in chunk order). `q_ptr` / `q_runs` (device arrays) list, for each
+/// group position q inside a row unit, the runs j with run_group[j] == q, in increasing j.
+struct group_plan {
+  std::size_t rows = 0, row_tile = 1, row_group_stride = 0, run = 1, runs = 0;
+  std::size_t units = 0, groups = 0, chunks = 1;
+  bool long_runs = false;
+};
+
+/// The CPU's long-run fold (reduce_long_run): eight lanes k, k + 8, ...; the tail into
+/// lane 0; lanes folded 0..7. Eight named accumulators, so no local array is needed.
+template <bool G, bool H, class C, class T>
+SPRUCE_HD T fold_long_run(const C& c, const T* w, const T* g, const T* h, std::size_t len) {
+  auto el = [&](std::size_t i) { return no_contract(c.element(w[i], G ? g[i] : T(0), H ? h[i] : T(0))); };
+  const T id = c.template identity<T>();
+  T a0 = id, a1 = id, a2 = id, a3 = id, a4 = id, a5 = id, a6 = id, a7 = id;
+  std::size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    a0 = c.reduce(a0, el(i + 0));
+    a1 = c.reduce(a1, el(i + 1));
+    a2 = c.reduce(a2, el(i + 2));
+    a3 = c.reduce(a3, el(i + 3));
+    a4 = c.reduce(a4, el(i + 4));
+    a5 = c.reduce(a5, el(i + 5));
+    a6 = c.reduce(a6, el(i + 6));
+    a7 = c.reduce(a7, el(i + 7));
+  }
+  for (; i < len; ++i) a0 = c.reduce(a0, el(i));
+  T r = a0;
+  r = c.reduce(r, a1);
+  r = c.reduce(r, a2);
+  r = c.reduce(r, a3);
+  r = c.reduce(r, a4);
+  r = c.reduce(r, a5);
+  r = c.reduce(r, a6);
+  r = c.reduce(r, a7);
+  return r;
+}
+
+/// The CPU's short-run fold (reduce_short_run): one running value.
+template <bool G, bool H, class C, class T>
+SPRUCE_HD T fold_short_run(const C& c, const T* w, const T* g, const T* h, std::size_t len) {
+  T a = c.template identity<T>();
+  for (std::size_t i = 0; i < len; ++i) a = c.reduce(a, no_contract(c.element(w[i], G ? g[i] : T(0), H ? h[i] : T(0))));
+  return a;
+}
+
+/// Folds rows [r0, r1) of group position q into `acc`, in the CPU's order: row by row, and
+/// inside a row the group's runs in increasing order, each run folded first.
+template <bool G, bool H, class C, class T>
+SPRUCE_HD T fold_group_rows(const C& c, const T* w, const T* g, const T* h, const group_plan& p,
+                            const std::size_t* q_ptr, const std::size_t* q_runs, std::size_t q,
+                            std::size_t r0, std::size_t r1, T acc) {
+  const std::size_t row_len = p.run * p.runs;
+  for (std::size_t r = r0; r < r1; ++r)
+    for (std::size_t x = q_ptr[q]; x < q_ptr[q + 1]; ++x) {
+      const std::size_t o = r * row_len + q_runs[x] * p.run;
+      const T* go = G ? g + o : nullptr;
+      const T* ho = H ? h + o : nullptr;
+      const T v = p.long_runs ? fold_long_run<G, H>(c, w + o, go, ho, p.run) : fold_short_run<G, H>(c, w + o, go, ho, p.run);
+      acc = c.reduce(acc, no_contract(v));
+    }
+  return acc;
+}
+
+/// The score of group `group` (one device thread per group), bit for bit what
+/// spruce::group_scores computes on the CPU for an element-wise criterion: rows of its
+/// row unit in order when there are several units; else the rows split into `chunks`
+/// chunks as parallel_chunks splits them (chunk c starts at c * q + min(c, rem)), each
+/// chunk folded from the identity and the chunks folded in order into the identity.
+template <bool G, bool H, class C, class T>
+SPRUCE_HD T group_score_of(const C& c, const T* w, const T* g, const T* h, const group_plan& p,
+                           const std::size_t* q_ptr, const std::size_t* q_runs, std::size_t group) {
+  const std::size_t u = group / p.row_group_stride, q = group % p.row_group_stride;
+  T acc = c.template identity<T>();
+  if (p.units > 1) {
+    const std::size_t r0 = u * p.row_tile, r1e = r0 + p.row_tile;
+    acc = fold_group_rows<G, H>(c, w, g, h, p, q_ptr, q_runs, q, r0, r1e < p.rows ? r1e : p.rows, acc);
+  } else {
+    const std::size_t qn = p.rows / p.chunks, rem = p.rows % p.chunks;
+    for (std::size_t ch = 0; ch < p.chunks; ++ch) {
+      const std::size_t b = ch * qn + (ch < rem ? ch : rem), e = b + qn + (ch < rem ? 1 : 0);
+      const T part = fold_group_rows<G, H>(c, w, g, h, p, q_ptr, q_runs, q, b, e, c.template identity<T>());
+      acc = c.reduce(acc, part);
+    }
+  }
+  return c.finish(acc);
+}
+
+/// The group of the element with flat row-major index `i` (expand_groups' walk):
+/// `run_group` is the walk's run_group array.
+SPRUCE_HD std::size_t group_of_element(const group_plan& p, const std::size_t* run_group, std::size_t i) noexcept {
+  const std::size_t row_len = p.run * p.runs;
+  const std::size_t r = i / row_len, j = (i % row_len) / p.run;
+  return (r / p.row_tile) * p.row_group_stride + run_group[j];
+}
+
+/// A group_plan with its index arrays, built on the host from a layout (what the device
+/// path uploads). `threads` is the CPU's detail::kernel_threads() whose chunking of rows
+/// the plan reproduces (parallel_chunks: chunks = min(threads * chunks_per_thread, rows)
+/// when the tensor has at least parallel_threshold elements, at least two rows and more
+/// than one thread; one chunk otherwise).
+struct group_plan_arrays {
+  group_plan plan;
+  std::vector<std::size_t> q_ptr, q_runs, run_group;
+};
+
+inline group_plan_arrays make_group_plan(const granularity::group_layout& layout, std::size_t threads) {
+  group_plan_arrays out;
+  const spruce::detail::group_walk walk = spruce::detail::make_walk(layout);
+  group_plan& p = out.plan;
+  p.rows = walk.rows;
+  p.row_tile = walk.row_tile;
+  p.row_group_stride = walk.row_group_stride;
+  p.run = walk.run;
+  p.runs = walk.runs;
+  p.units = (walk.rows + walk.row_tile - 1) / walk.row_tile;
+  p.groups = layout.groups();
+  p.long_runs = walk.run >= spruce::detail::long_run_min;
+  p.chunks = 1;
+  if (p.units <= 1 && layout.size() >= parallel_threshold && walk.rows >= 2 && threads > 1) {
+    p.chunks = threads * spruce::detail::chunks_per_thread;
+    if (p.chunks > walk.rows) p.chunks = walk.rows;
+  }
+  out.run_group = walk.run_group;
+  out.q_ptr.assign(walk.row_group_stride + 1, 0);
+  for (std::size_t j = 0; j < walk.runs; ++j) ++out.q_ptr[walk.run_group[j] + 1];
+  for (std::size_t q = 0; q < walk.row_group_stride; ++q) out.q_ptr[q + 1] += out.q_ptr[q];
+  out.q_runs.resize(walk.runs);
+  std::vector<std::size_t> fill(out.q_ptr.begin(), out.q_ptr.end() - 1);
+  for (std::size_t j = 0; j < walk.runs; ++j) out.q_runs[fill[walk.run_group[j]]++] = j;
+  return out;
 }
 
 // ---- N:M ------------------------------------------------------------------------------
