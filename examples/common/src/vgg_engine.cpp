@@ -185,22 +185,21 @@ void over_cols(int cols, G&& g) {
 
 // C (positions pos, ldc columns) = conv of A (lda channels per position, K of them read).
 void conv_image(const float* A, std::ptrdiff_t lda, int K, const std::ptrdiff_t* toff,
-                const float* B, int cols, float* C, const std::vector<int>& pos) {
-  const int rows = static_cast<int>(pos.size());
+                const float* B, int cols, float* C, const int* pos, int rows) {
   over_cols(cols, [&]<int NV, class V>(int j) {
     over_rows<NV, V>(rows, [&]<int R>(int r) {
-      conv_tile<R, NV, V>(A, lda, pos.data() + r, toff, K, B + j, cols, C + j, cols);
+      conv_tile<R, NV, V>(A, lda, pos + r, toff, K, B + j, cols, C + j, cols);
     });
   });
 }
 
 // out [rows = 9*K][cols] += X^T G over the positions, rows (t, ci) at roff.
 void wgrad_image(const float* X, std::ptrdiff_t lda, const std::vector<std::ptrdiff_t>& roff,
-                 const float* G, int cols, const std::vector<int>& pos, float* out) {
-  const int rows = static_cast<int>(roff.size()), np = static_cast<int>(pos.size());
+                 const float* G, int cols, const int* pos, int np, float* out) {
+  const int rows = static_cast<int>(roff.size());
   over_cols(cols, [&]<int NV, class V>(int j) {
     over_rows<NV, V>(rows, [&]<int R>(int r) {
-      wgrad_tile<R, NV, V>(X, lda, roff.data() + r, G + j, cols, pos.data(), np,
+      wgrad_tile<R, NV, V>(X, lda, roff.data() + r, G + j, cols, pos, np,
                            out + static_cast<std::ptrdiff_t>(r) * cols + j, cols);
     });
   });
@@ -208,13 +207,14 @@ void wgrad_image(const float* X, std::ptrdiff_t lda, const std::vector<std::ptrd
 
 constexpr std::size_t round8(std::size_t c) { return (c + 7) / 8 * 8; }
 
-// Later wins when larger or NaN (the layer classes' max_pool2d rule).
-inline bool later_wins(float earlier, float later) { return later > earlier || later != later; }
+// Eight channels at a time (every stored channel count is a multiple of 8).
+using i8 = int __attribute__((vector_size(32)));
+using u8x8 = unsigned char __attribute__((vector_size(8)));
 
-inline float bn_relu(float y, float scale, float shift) {
-  const float v = y * scale + shift;
-  return v < 0.f ? 0.f : v;
-}
+inline v8 relu8(v8 v) { return v < v8{} ? v8{} : v; }  // NaN < 0 is false: NaN passes
+// Later wins when larger or NaN (the layer classes' max_pool2d rule).
+inline i8 later_wins8(v8 earlier, v8 later) { return (later > earlier) | (later != later); }
+
 
 int max_threads() {
 #ifdef _OPENMP
@@ -252,6 +252,7 @@ struct engine_layer_state {
   std::size_t cout = 0, cp = 0;    // real and stored output channels
   bool pool = false;
   grid g;                          // this block's grid (input and conv output)
+  std::vector<int> allpos;         // interior positions of every image of the batch
   std::vector<float> y;            // conv output [n][g][cp]
   std::vector<float> dy;           // BN input gradient [n][g][cp], zero border
   std::vector<std::uint8_t> arg;   // pool winners [n][ho*wo][cp]
@@ -305,6 +306,9 @@ void layout(vgg_engine& e, std::span<const engine_block> blocks, std::size_t n, 
     s.pool = blocks[i].pool;
     s.g.set(hh, ww);
     const std::size_t sz = s.g.size();
+    s.allpos.clear();
+    for (std::size_t m = 0; m < n; ++m)
+      for (int q : s.g.interior) s.allpos.push_back(static_cast<int>(m * sz) + q);
     e.x[i].assign(n * sz * s.kin, 0.f);
     s.y.assign(n * sz * s.cp, 0.f);
     s.dy.assign(n * sz * s.cp, 0.f);
@@ -364,14 +368,16 @@ void pack_backward(engine_layer_state& s, conv2d<float>& conv) {
 }
 
 // Conv of image m of block i, then (in training) its per-image mean and M2 per channel.
-void conv_forward_image(vgg_engine& e, std::size_t i, std::size_t m, bool stats) {
+void conv_forward_group(vgg_engine& e, std::size_t i, std::size_t first, std::size_t last,
+                        bool stats) {
   auto& s = e.L[i];
-  const std::size_t sz = s.g.size(), cp = s.cp;
-  const float* xin = e.x[i].data() + m * sz * s.kin;
-  float* y = s.y.data() + m * sz * cp;
-  conv_image(xin, static_cast<std::ptrdiff_t>(s.kin), static_cast<int>(s.kin), s.toff_f.data(),
-             s.bf.data(), static_cast<int>(cp), y, s.g.interior);
+  const std::size_t sz = s.g.size(), cp = s.cp, p = s.g.interior.size();
+  conv_image(e.x[i].data(), static_cast<std::ptrdiff_t>(s.kin), static_cast<int>(s.kin),
+             s.toff_f.data(), s.bf.data(), static_cast<int>(cp), s.y.data(),
+             s.allpos.data() + first * p, static_cast<int>((last - first) * p));
   if (!stats) return;
+  for (std::size_t m = first; m < last; ++m) {
+  float* y = s.y.data() + m * sz * cp;
   float* mean = s.img_a.data() + m * cp;
   float* m2 = s.img_b.data() + m * cp;
   std::fill(mean, mean + cp, 0.f);
@@ -391,6 +397,7 @@ SPRUCE_TRAIN_OMP(omp simd)
       m2[ch] += d * d;
     }
   }
+  }
 }
 
 // BN + ReLU (+ pool) of image m of block i into x[i + 1].
@@ -406,8 +413,8 @@ void bn_forward_image(vgg_engine& e, std::size_t i, std::size_t m) {
     for (int q : s.g.interior) {
       const float* row = y + static_cast<std::size_t>(q) * cp;
       float* o = out + static_cast<std::size_t>(q) * cp;
-SPRUCE_TRAIN_OMP(omp simd)
-      for (std::size_t ch = 0; ch < cp; ++ch) o[ch] = bn_relu(row[ch], sc[ch], sh[ch]);
+      for (std::size_t ch = 0; ch < cp; ch += 8)
+        store(o + ch, relu8(load<v8>(row + ch) * load<v8>(sc + ch) + load<v8>(sh + ch)));
     }
     return;
   }
@@ -421,16 +428,18 @@ SPRUCE_TRAIN_OMP(omp simd)
       const float* r10 = y + (p00 + wp) * cp;
       const float* r11 = r10 + cp;
       float* o = out + ((oy + 1) * next.wp + ox + 1) * cp;
-      std::uint8_t* at = arg + (oy * wo + ox) * cp;
-SPRUCE_TRAIN_OMP(omp simd)
-      for (std::size_t ch = 0; ch < cp; ++ch) {
-        const float a = bn_relu(r00[ch], sc[ch], sh[ch]), b = bn_relu(r01[ch], sc[ch], sh[ch]);
-        const float c = bn_relu(r10[ch], sc[ch], sh[ch]), d = bn_relu(r11[ch], sc[ch], sh[ch]);
-        const bool tr = later_wins(a, b), br = later_wins(c, d);
-        const float top = tr ? b : a, bottom = br ? d : c;
-        const bool lower = later_wins(top, bottom);
-        o[ch] = lower ? bottom : top;
-        at[ch] = static_cast<std::uint8_t>(lower ? 2 + br : tr);
+      std::uint8_t* at_row = arg + (oy * wo + ox) * cp;
+      for (std::size_t ch = 0; ch < cp; ch += 8) {
+        const v8 scv = load<v8>(sc + ch), shv = load<v8>(sh + ch);
+        const v8 a = relu8(load<v8>(r00 + ch) * scv + shv), b = relu8(load<v8>(r01 + ch) * scv + shv);
+        const v8 c = relu8(load<v8>(r10 + ch) * scv + shv), d = relu8(load<v8>(r11 + ch) * scv + shv);
+        const i8 tr = later_wins8(a, b), br = later_wins8(c, d);
+        const v8 top = tr ? b : a, bottom = br ? d : c;
+        const i8 lower = later_wins8(top, bottom);
+        store(o + ch, lower ? bottom : top);
+        const i8 at = lower ? 2 - br : -tr;  // masks are -1 / 0
+        const u8x8 packed = __builtin_convertvector(at, u8x8);
+        std::memcpy(at_row + ch, &packed, sizeof packed);
       }
     }
 }
@@ -500,24 +509,28 @@ void route_image(vgg_engine& e, std::size_t i, std::size_t m) {
           std::fill(gr, gr + cp, 0.f);
           continue;
         }
-        const auto k = static_cast<std::uint8_t>((yy & 1) * 2 + (xx & 1));
+        const int k = static_cast<int>((yy & 1) * 2 + (xx & 1));
         const float* dr = dz + ((oy + 1) * next.wp + ox + 1) * cp;
         const std::uint8_t* ar = arg + (oy * wo + ox) * cp;
-SPRUCE_TRAIN_OMP(omp simd)
-        for (std::size_t ch = 0; ch < cp; ++ch) {
-          const float v = ar[ch] == k && yr[ch] * sc[ch] + sh[ch] > 0.f ? dr[ch] : 0.f;
-          gr[ch] = v;
-          sg[ch] += v;
-          sgx[ch] += v * (yr[ch] - mu[ch]);
+        for (std::size_t ch = 0; ch < cp; ch += 8) {
+          u8x8 packed;
+          std::memcpy(&packed, ar + ch, sizeof packed);
+          const i8 won = __builtin_convertvector(packed, i8) == k;
+          const v8 yv = load<v8>(yr + ch);
+          const i8 on = won & (yv * load<v8>(sc + ch) + load<v8>(sh + ch) > v8{});
+          const v8 v = on ? load<v8>(dr + ch) : v8{};
+          store(gr + ch, v);
+          store(sg + ch, load<v8>(sg + ch) + v);
+          store(sgx + ch, load<v8>(sgx + ch) + v * (yv - load<v8>(mu + ch)));
         }
       } else {
         const float* dr = dz + q * cp;
-SPRUCE_TRAIN_OMP(omp simd)
-        for (std::size_t ch = 0; ch < cp; ++ch) {
-          const float v = yr[ch] * sc[ch] + sh[ch] > 0.f ? dr[ch] : 0.f;
-          gr[ch] = v;
-          sg[ch] += v;
-          sgx[ch] += v * (yr[ch] - mu[ch]);
+        for (std::size_t ch = 0; ch < cp; ch += 8) {
+          const v8 yv = load<v8>(yr + ch);
+          const v8 v = yv * load<v8>(sc + ch) + load<v8>(sh + ch) > v8{} ? load<v8>(dr + ch) : v8{};
+          store(gr + ch, v);
+          store(sg + ch, load<v8>(sg + ch) + v);
+          store(sgx + ch, load<v8>(sgx + ch) + v * (yv - load<v8>(mu + ch)));
         }
       }
     }
@@ -552,9 +565,11 @@ void finish_bn_backward(vgg_engine& e, std::size_t i, batchnorm2d<float>& bn) {
 
 // Backward part 2 for image m of block i: dy = a*g + b*y + d, the weight gradient into the
 // group's partial, and (i > 0) the input gradient into dz[i - 1].
-void conv_backward_image(vgg_engine& e, std::size_t i, std::size_t m, std::size_t group) {
+void conv_backward_group(vgg_engine& e, std::size_t i, std::size_t first, std::size_t last,
+                         std::size_t group) {
   auto& s = e.L[i];
-  const std::size_t cp = s.cp, sz = s.g.size();
+  const std::size_t cp = s.cp, sz = s.g.size(), p = s.g.interior.size();
+  for (std::size_t m = first; m < last; ++m) {
   const float* y = s.y.data() + m * sz * cp;
   float* g = s.dy.data() + m * sz * cp;
   const float* ca = s.coef_a.data();
@@ -566,13 +581,14 @@ void conv_backward_image(vgg_engine& e, std::size_t i, std::size_t m, std::size_
 SPRUCE_TRAIN_OMP(omp simd)
     for (std::size_t ch = 0; ch < cp; ++ch) gr[ch] = gr[ch] * ca[ch] + yr[ch] * cb[ch] + cd[ch];
   }
-  const float* xin = e.x[i].data() + m * sz * s.kin;
-  wgrad_image(xin, static_cast<std::ptrdiff_t>(s.kin), s.roff, g, static_cast<int>(cp),
-              s.g.interior, s.wpart.data() + group * 9 * s.kin * cp);
+  }
+  const int* pos = s.allpos.data() + first * p;
+  const int rows = static_cast<int>((last - first) * p);
+  wgrad_image(e.x[i].data(), static_cast<std::ptrdiff_t>(s.kin), s.roff, s.dy.data(),
+              static_cast<int>(cp), pos, rows, s.wpart.data() + group * 9 * s.kin * cp);
   if (i == 0) return;
-  float* dx = e.dz[i - 1].data() + m * sz * s.kin;
-  conv_image(g, static_cast<std::ptrdiff_t>(cp), static_cast<int>(cp), s.toff_b.data(),
-             s.bb.data(), static_cast<int>(s.kin), dx, s.g.interior);
+  conv_image(s.dy.data(), static_cast<std::ptrdiff_t>(cp), static_cast<int>(cp), s.toff_b.data(),
+             s.bb.data(), static_cast<int>(s.kin), e.dz[i - 1].data(), pos, rows);
 }
 
 template <class F>
@@ -583,7 +599,7 @@ void for_groups(vgg_engine& e, F&& f) {
 SPRUCE_TRAIN_OMP(omp parallel for schedule(dynamic, 1) num_threads(threads))
   for (std::ptrdiff_t gi = 0; gi < groups; ++gi) {
     const auto [first, last] = group_range(static_cast<std::size_t>(gi), e.groups, e.n);
-    for (std::size_t m = first; m < last; ++m) f(m, static_cast<std::size_t>(gi));
+    f(first, last, static_cast<std::size_t>(gi));
   }
 }
 
@@ -617,7 +633,8 @@ void engine_forward(vgg_engine& e, std::span<const engine_block> blocks, const f
   {
     const auto& g0 = e.L[0].g;
     const std::size_t sz = g0.size(), hw = h * w;
-    for_groups(e, [&](std::size_t m, std::size_t) {
+    for_groups(e, [&](std::size_t first, std::size_t last, std::size_t) {
+      for (std::size_t m = first; m < last; ++m) {
       float* out = e.x[0].data() + m * sz * c;
       const float* in = images + m * c * hw;
       for (std::size_t yy = 0; yy < h; ++yy)
@@ -625,23 +642,26 @@ void engine_forward(vgg_engine& e, std::span<const engine_block> blocks, const f
           float* o = out + ((yy + 1) * g0.wp + xx + 1) * c;
           for (std::size_t ch = 0; ch < c; ++ch) o[ch] = in[ch * hw + yy * w + xx];
         }
+      }
     });
   }
   if (!training) {
     for (std::size_t i = 0; i < nb; ++i) finish_stats(e, i, *blocks[i].bn, false);
-    for_groups(e, [&](std::size_t m, std::size_t) {
+    for_groups(e, [&](std::size_t first, std::size_t last, std::size_t) {
       for (std::size_t i = 0; i < nb; ++i) {
-        conv_forward_image(e, i, m, false);
-        bn_forward_image(e, i, m);
+        conv_forward_group(e, i, first, last, false);
+        for (std::size_t m = first; m < last; ++m) bn_forward_image(e, i, m);
       }
     });
   } else {
-    for_groups(e, [&](std::size_t m, std::size_t) { conv_forward_image(e, 0, m, true); });
+    for_groups(e, [&](std::size_t first, std::size_t last, std::size_t) {
+      conv_forward_group(e, 0, first, last, true);
+    });
     for (std::size_t i = 0; i < nb; ++i) {
       finish_stats(e, i, *blocks[i].bn, true);
-      for_groups(e, [&](std::size_t m, std::size_t) {
-        bn_forward_image(e, i, m);
-        if (i + 1 < nb) conv_forward_image(e, i + 1, m, true);
+      for_groups(e, [&](std::size_t first, std::size_t last, std::size_t) {
+        for (std::size_t m = first; m < last; ++m) bn_forward_image(e, i, m);
+        if (i + 1 < nb) conv_forward_group(e, i + 1, first, last, true);
       });
     }
   }
@@ -682,12 +702,15 @@ void engine_backward(vgg_engine& e, std::span<const engine_block> blocks,
     pack_backward(e.L[i], *blocks[i].conv);
     std::fill(e.L[i].wpart.begin(), e.L[i].wpart.end(), 0.f);
   }
-  for_groups(e, [&](std::size_t m, std::size_t) { route_image(e, nb - 1, m); });
+  for_groups(e, [&](std::size_t first, std::size_t last, std::size_t) {
+    for (std::size_t m = first; m < last; ++m) route_image(e, nb - 1, m);
+  });
   for (std::size_t i = nb; i-- > 0;) {
     finish_bn_backward(e, i, *blocks[i].bn);
-    for_groups(e, [&](std::size_t m, std::size_t group) {
-      conv_backward_image(e, i, m, group);
-      if (i > 0) route_image(e, i - 1, m);
+    for_groups(e, [&](std::size_t first, std::size_t last, std::size_t group) {
+      conv_backward_group(e, i, first, last, group);
+      if (i > 0)
+        for (std::size_t m = first; m < last; ++m) route_image(e, i - 1, m);
     });
   }
   // Weight gradients: the groups' partials in group order, [9][kin][cp] -> OIHW.
