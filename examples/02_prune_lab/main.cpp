@@ -180,6 +180,12 @@ config parse(int argc, char** argv) {
   if (c.smoke) {
     c.epochs = c.slim_epochs = 1;
     c.gradual_epochs = 2;
+#if defined(__SANITIZE_ADDRESS__)
+    // Several times slower under the sanitizers: half the images again.
+    if (!c.train_images) c.train_images = 128;
+    if (!c.test_images) c.test_images = 64;
+    c.held_out = std::min<std::size_t>(c.held_out, 32);
+#endif
     if (!c.train_images) c.train_images = 256;
     if (!c.test_images) c.test_images = 128;
     c.held_out = std::min<std::size_t>(c.held_out, 64);
