@@ -294,6 +294,48 @@ void test_pruner() {
   EXPECT(std::memcmp(before.data(), after.data(), n * sizeof(T)) == 0);
 }
 
+template <class T>
+void test_masked_parameters() {
+  ctx = "masked_parameters on the device";
+  const std::vector<std::size_t> sa = {16, 8, 3, 3}, sb = {33, 70};
+  const auto ha = make_input<T>("normal", spruce::shape_size(sa), 21), hb = make_input<T>("ties", spruce::shape_size(sb), 22);
+  on_device<T> da(ha, sa), db(hb, sb);
+  std::vector<T> wa = ha, wb = hb;
+  spruce::masked_parameters<T> host;
+  spruce::masked_parameters<T, spruce::cuda::device_mask> dev;
+  const spruce::pruner<spruce::granularity::filter, spruce::criterion::l2, spruce::selection::exact> pf{{}, {}, spruce::selection::exact{0.5}};
+  host.add("a", spruce::tensor_ref<T>(wa.data(), sa), pf.compute(spruce::tensor_ref<const T>(wa.data(), sa)));
+  host.add("b", spruce::tensor_ref<T>(wb.data(), sb), spruce::magnitude_mask(spruce::tensor_ref<const T>(wb.data(), sb), spruce::selection::exact{0.3}));
+  dev.add("a", da.view(), pf.compute(da.view()));
+  dev.add("b", db.view(), spruce::magnitude_mask(db.view(), spruce::selection::exact{0.3}));
+  EXPECT(host.keep_mask("a") == dev.keep_mask("a") && host.keep_mask("b") == dev.keep_mask("b"));
+  host.apply();
+  dev.apply();
+  EXPECT(std::memcmp(wa.data(), da.download().data(), wa.size() * sizeof(T)) == 0);
+  EXPECT(std::memcmp(wb.data(), db.download().data(), wb.size() * sizeof(T)) == 0);
+  // Gradients on the device: zeroed where pruned; all checked before any is written.
+  const auto hg = make_input<T>("normal", wb.size(), 23);
+  std::vector<T> gb = hg;
+  on_device<T> dg(hg, sb);
+  host.apply_to_gradients(std::vector<spruce::named_tensor<T>>{{"b", spruce::tensor_ref<T>(gb.data(), sb)}});
+  dev.apply_to_gradients(std::vector<spruce::named_tensor<T, spruce::cuda_space>>{{"b", dg.view()}});
+  EXPECT(std::memcmp(gb.data(), dg.download().data(), gb.size() * sizeof(T)) == 0);
+  const std::string he = error_of([&] { host.apply_to_gradients(std::vector<spruce::named_tensor<T>>{{"zz", spruce::tensor_ref<T>(gb.data(), sb)}}); });
+  const std::string de = error_of([&] { dev.apply_to_gradients(std::vector<spruce::named_tensor<T, spruce::cuda_space>>{{"zz", dg.view()}}); });
+  EXPECT(!he.empty() && he == de);
+  const std::string hs = error_of([&] { host.add("c", spruce::tensor_ref<T>(wb.data(), sb), host.keep_mask("a")); });
+  const std::string ds = error_of([&] { dev.add("c", db.view(), spruce::cuda::device_mask::from_host(host.keep_mask("a"))); });
+  EXPECT(!hs.empty() && hs == ds);
+  // An optimizer step moves pruned weights; make_permanent zeroes them again and forgets.
+  for (auto& x : wa) x += T(1);
+  on_device<T> moved(wa, sa);
+  spruce::cuda::copy(spruce::tensor_ref<const T, spruce::cuda_space>(moved.view()), da.view());
+  host.make_permanent();
+  dev.make_permanent();
+  EXPECT(dev.empty() && host.empty());
+  EXPECT(std::memcmp(wa.data(), da.download().data(), wa.size() * sizeof(T)) == 0);
+}
+
 void test_large() {
   if (!std::getenv("SPRUCE_CUDA_LARGE")) return;
   ctx = "past 2^31";
@@ -323,6 +365,7 @@ int main() {
     test_csr<float>();
     test_pruner<float>();
     test_pruner<double>();
+    test_masked_parameters<float>();
     test_large();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAIL: unexpected exception: %s [%s]\n", e.what(), ctx.c_str());

@@ -20,6 +20,7 @@
 #include "spruce/metrics/sparsity.hpp"
 #include "spruce/prune/magnitude.hpp"
 #include "spruce/prune/mask.hpp"
+#include "spruce/prune/masked_parameters.hpp"
 #include "spruce/prune/n_m.hpp"
 #include "spruce/selection/rule.hpp"
 
@@ -256,6 +257,23 @@ struct count_nonzero_backend<cuda_space> {
   static std::size_t count(const tensor_ref<T, cuda_space>& t) {
     return cuda::count_nonzero(t);
   }
+};
+
+/// Device storage of masked_parameters: masked_parameters<T, cuda::device_mask> registers
+/// device tensors with their masks in device memory; apply(), apply_to_gradients() (device
+/// gradients) and make_permanent() run the apply kernel on the legacy default stream, and
+/// keep_mask(name) copies a mask to the host. Shapes are checked on the host when a
+/// tensor is registered and again before each apply.
+template <>
+struct mask_storage_backend<cuda::device_mask> {
+  static constexpr bool defined = true;
+  using space = cuda_space;
+  template <class T>
+  static void apply(const tensor_ref<T, cuda_space>& w, const cuda::device_mask& m) {
+    cuda::detail::check_mask_shape(w, m, {});
+    cuda::detail::apply_keep(w, m.data(), {});
+  }
+  static mask to_bytes(const cuda::device_mask& m) { return m.to_host(); }
 };
 
 }  // namespace spruce

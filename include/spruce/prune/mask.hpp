@@ -100,8 +100,8 @@ class mask {
 
 namespace detail {
 
-template <class T, class U>
-void check_same_shape(const tensor_ref<T>& w, std::span<const std::size_t> other,
+template <class T, class U, class Space = host_space>
+void check_same_shape(const tensor_ref<T, Space>& w, std::span<const std::size_t> other,
                       const std::string& what, const std::string& name) {
   if (!std::ranges::equal(w.shape(), other))
     throw error(what + " of shape " + shape_string(other) + " does not match " +

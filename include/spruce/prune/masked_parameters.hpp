@@ -34,6 +34,38 @@ inline mask to_byte_mask(const bit_mask& m) { return m.to_bytes(); }
 
 }  // namespace detail
 
+/// How a registry stores and applies masks of type M that live outside host memory; the
+/// primary template says "none". The CUDA layer specialises it for cuda::device_mask
+/// (`defined`, `space`, `apply(view, m)`, `to_bytes(m)`), so masked_parameters<T,
+/// cuda::device_mask> registers device tensors with masks in device memory.
+template <class M>
+struct mask_storage_backend {
+  static constexpr bool defined = false;
+};
+
+namespace detail {
+
+template <class M>
+struct storage_space {
+  using type = host_space;
+};
+template <class M>
+  requires mask_storage_backend<M>::defined
+struct storage_space<M> {
+  using type = typename mask_storage_backend<M>::space;
+};
+
+template <class T, class Space, class M>
+void apply_stored(const tensor_ref<T, Space>& target, const M& m) {
+  mask_storage_backend<M>::apply(target, m);
+}
+template <class M>
+mask to_byte_mask(const M& m) {
+  return mask_storage_backend<M>::to_bytes(m);
+}
+
+}  // namespace detail
+
 /// What a masked_parameters registry may store: `spruce::mask` (one byte per weight, the
 /// default: applies at memory speed with a plain select) or `spruce::bit_mask` (one bit per
 /// weight, 8x less memory, for registries that hold a large model's masks through a long
@@ -41,7 +73,7 @@ inline mask to_byte_mask(const bit_mask& m) { return m.to_bytes(); }
 /// skipped, somewhat slower on finely mixed ones). Results are bit-identical. The storage
 /// is a compile-time choice, so an entry holds exactly one mask, never a tagged pair.
 template <class M>
-concept mask_storage = std::same_as<M, mask> || std::same_as<M, bit_mask>;
+concept mask_storage = std::same_as<M, mask> || std::same_as<M, bit_mask> || mask_storage_backend<M>::defined;
 
 /// The masked-parameter registry: each entry pairs a named parameter with its keep mask.
 /// Masks are computed once; `apply()` re-applies them after every optimizer step (an
@@ -54,11 +86,13 @@ template <class T, mask_storage Mask = mask>
 class masked_parameters {
  public:
   using mask_type = Mask;
+  /// The memory space of the registered tensors (the host, or the mask storage's space).
+  using memory_space = typename detail::storage_space<Mask>::type;
 
   /// One registered parameter and its mask.
   struct entry {
     std::string name;
-    tensor_ref<T> view;
+    tensor_ref<T, memory_space> view;
     Mask keep;
   };
 
@@ -77,7 +111,7 @@ class masked_parameters {
   /// the registry's storage). Throws spruce::error for a duplicate name or a mask of
   /// another shape; the registry is unchanged then.
   template <mask_storage Given>
-  void add(std::string name, const tensor_ref<T>& view, Given m) {
+  void add(std::string name, const tensor_ref<T, memory_space>& view, Given m) {
     check_new(name, view, m.shape());
     if constexpr (std::same_as<Given, Mask>)
       entries_.push_back(entry{std::move(name), view, std::move(m)});
@@ -96,7 +130,7 @@ class masked_parameters {
   /// registered parameter and have its shape; all are checked before any is written.
   /// `grads` is any contiguous range of named tensors (a std::vector, a span, an array).
   template <std::ranges::contiguous_range R>
-    requires std::same_as<std::ranges::range_value_t<R>, named_tensor<T>>
+    requires std::same_as<std::ranges::range_value_t<R>, named_tensor<T, memory_space>>
   void apply_to_gradients(const R& grads) const {
     std::vector<const entry*> match;
     match.reserve(std::ranges::size(grads));
@@ -140,7 +174,7 @@ class masked_parameters {
   bool empty() const noexcept { return entries_.empty(); }
 
  private:
-  void check_new(const std::string& name, const tensor_ref<T>& view,
+  void check_new(const std::string& name, const tensor_ref<T, memory_space>& view,
                  std::span<const std::size_t> shape) const {
     if (find_entry(name) != nullptr)
       throw error(detail::tensor_label(name) + " is already registered; each parameter may "
