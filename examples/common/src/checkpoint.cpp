@@ -1,8 +1,5 @@
 #include "train/checkpoint.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <bit>
@@ -18,6 +15,7 @@
 
 #include "spruce/core/error.hpp"
 #include "spruce/core/shape.hpp"
+#include "spruce/io/atomic_file.hpp"
 
 namespace train {
 namespace {
@@ -565,40 +563,6 @@ bool same_shape(const spruce::tensor_ref<float>& v, const std::vector<std::uint6
 // ---------------------------------------------------------------------------------------
 // Writing.
 
-[[noreturn]] void io_fail(const std::string& what, const std::filesystem::path& path, int err) {
-  throw error(std::string("cannot ")
-                  .append(what)
-                  .append(" ")
-                  .append(quoted(path))
-                  .append(": ")
-                  .append(std::strerror(err))
-                  .append("; check that the directory exists, is writable and has free space"));
-}
-
-void write_all(int fd, const char* p, std::size_t len, const std::filesystem::path& tmp) {
-  while (len > 0) {
-    const ssize_t got = ::write(fd, p, std::min<std::size_t>(len, std::size_t{1} << 30));
-    if (got < 0) {
-      if (errno == EINTR) continue;
-      io_fail("write", tmp, errno);
-    }
-    if (got == 0) io_fail("write", tmp, EIO);
-    p += got;
-    len -= static_cast<std::size_t>(got);
-  }
-}
-
-// Removes the temporary file unless disarmed (after the rename).
-struct temp_guard {
-  std::filesystem::path path;
-  int fd = -1;
-  bool armed = true;
-  ~temp_guard() {
-    if (fd >= 0) ::close(fd);
-    if (armed) ::unlink(path.c_str());
-  }
-};
-
 }  // namespace
 
 void save_safetensors(const std::filesystem::path& path,
@@ -682,46 +646,15 @@ void save_safetensors(const std::filesystem::path& path,
                       .append("; choose a writable location"));
   }
 
-  // Unique per process and per call, so concurrent saves never share a temporary file.
-  static std::atomic<unsigned long> counter{0};
-  temp_guard tmp;
-  tmp.path = path;
-  tmp.path += std::string(".tmp.")
-                  .append(std::to_string(::getpid()))
-                  .append(".")
-                  .append(std::to_string(counter++));
-  tmp.fd = ::open(tmp.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-  if (tmp.fd < 0) {
-    tmp.armed = false;  // nothing was created, and the name may be someone else's
-    io_fail("create", tmp.path, errno);
-  }
-  write_all(tmp.fd, reinterpret_cast<const char*>(len_bytes), 8, tmp.path);
-  write_all(tmp.fd, head.data(), head.size(), tmp.path);
+  // The header, then each tensor's bytes straight from its storage (never copied).
+  std::vector<std::string_view> parts;
+  parts.reserve(tensors.size() + 2);
+  parts.emplace_back(reinterpret_cast<const char*>(len_bytes), 8);
+  parts.emplace_back(head);
   for (const auto& t : tensors)
     if (t.view.size() > 0)
-      write_all(tmp.fd, reinterpret_cast<const char*>(t.view.data()), t.view.size() * sizeof(float),
-                tmp.path);
-  if (::fsync(tmp.fd) != 0) io_fail("flush", tmp.path, errno);
-  const int fd = tmp.fd;
-  tmp.fd = -1;
-  if (::close(fd) != 0) io_fail("close", tmp.path, errno);
-  if (std::rename(tmp.path.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    throw error(std::string("save_safetensors: cannot rename the finished temporary file over ")
-                    .append(quoted(path))
-                    .append(": ")
-                    .append(std::strerror(err))
-                    .append(err == EISDIR ? "; the path is a directory, choose a file name"
-                                          : "; check the path"));
-  }
-  tmp.armed = false;
-  // Make the rename itself durable; failing here leaves a complete file, so it is not an error.
-  if (const int dfd =
-          ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
+      parts.emplace_back(reinterpret_cast<const char*>(t.view.data()), t.view.size() * sizeof(float));
+  spruce::io::write_file_atomically(path, parts, "the checkpoint");
 }
 
 void load_safetensors(const std::filesystem::path& path,

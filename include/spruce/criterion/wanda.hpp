@@ -33,7 +33,7 @@ struct activation_norms {
 /// weight [out, in] and of a conv weight [out, in, kh, kw] (every kernel position of input
 /// channel j shares ||X_j||). Each group scores the sum of its elements' scores (with
 /// element granularity, the per-weight score itself). The paper compares weights within
-/// each output row: pair it with `per_row_masks` (prune/row_scope.hpp); with a layer-wide
+/// each output row: pair it with `per_row_mask` (prune/row_scope.hpp); with a layer-wide
 /// or global rule it is plain activation-weighted magnitude pruning.
 ///
 /// Reads `inputs<T, activation_norms<T>>::extra` (the default `extra_type` is for float

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <filesystem>
+#include <span>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -42,25 +43,31 @@ inline std::filesystem::path temporary_sibling(const std::filesystem::path& path
   return tmp;
 }
 
-/// Writes `content` to a new file `tmp` and flushes it to the device. Returns an empty
-/// string on success, else why it failed (the partial file may remain; the caller removes
-/// it).
-inline std::string write_new_file(const std::filesystem::path& tmp, std::string_view content) {
+/// Writes the concatenation of `parts` to a new file `tmp` and flushes it to the device.
+/// Returns an empty string on success, else why it failed (the partial file may remain;
+/// the caller removes it).
+inline std::string write_new_file(const std::filesystem::path& tmp, std::span<const std::string_view> parts) {
 #if SPRUCE_HAS_POSIX_FILES
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (fd < 0) return std::generic_category().message(errno);
-  const char* p = content.data();
-  std::size_t left = content.size();
-  while (left > 0) {
-    const ::ssize_t n = ::write(fd, p, left);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int e = errno;
-      ::close(fd);
-      return std::generic_category().message(e);
+  for (const std::string_view content : parts) {
+    const char* p = content.data();
+    std::size_t left = content.size();
+    while (left > 0) {
+      const ::ssize_t n = ::write(fd, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        const int e = errno;
+        ::close(fd);
+        return std::generic_category().message(e);
+      }
+      if (n == 0) {  // no progress and no error: a full device that does not say so
+        ::close(fd);
+        return std::generic_category().message(EIO);
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
     }
-    p += n;
-    left -= static_cast<std::size_t>(n);
   }
   if (::fsync(fd) != 0) {
     const int e = errno;
@@ -72,7 +79,7 @@ inline std::string write_new_file(const std::filesystem::path& tmp, std::string_
 #else
   std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   if (!out) return "cannot create the file";
-  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  for (const std::string_view content : parts) out.write(content.data(), static_cast<std::streamsize>(content.size()));
   out.flush();
   if (!out) return "write failed";
   out.close();
@@ -81,28 +88,54 @@ inline std::string write_new_file(const std::filesystem::path& tmp, std::string_
 #endif
 }
 
+/// Makes a finished rename durable: fsyncs the directory that holds `path`. Failing here
+/// leaves a complete file, so it is not an error.
+inline void sync_parent(const std::filesystem::path& path) {
+#if SPRUCE_HAS_POSIX_FILES
+  const std::filesystem::path parent = path.parent_path();
+  const int dfd = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+#else
+  (void)path;
+#endif
+}
+
 }  // namespace detail
 
-/// Replaces `path` with `content` atomically: the bytes go to a temporary sibling
-/// (`path.tmp.<pid>.<n>`), are flushed to the device (fsync where POSIX is available) and
-/// the sibling is then renamed over `path`, so a reader or a crash sees the old file or
-/// the complete new one, never a half-written one. Throws spruce::error naming `what` and
-/// `path` when the directory is missing or not writable or the rename fails; the temporary
-/// is removed then and an existing `path` is left as it was.
-inline void write_file_atomically(const std::filesystem::path& path, std::string_view content,
+/// Replaces `path` with the concatenation of `parts` atomically: the bytes go to a
+/// temporary sibling (`path.tmp.<pid>.<n>`), are flushed to the device (fsync where POSIX
+/// is available), the sibling is renamed over `path` and the directory is synced, so a
+/// reader or a crash sees the old file or the complete new one, never a half-written one.
+/// The parts are written in order and never copied (a header and each tensor's bytes, say).
+/// Throws spruce::error naming `what` and `path` when the directory is missing or not
+/// writable or the rename fails; the temporary is removed then and an existing `path` is
+/// left as it was.
+inline void write_file_atomically(const std::filesystem::path& path, std::span<const std::string_view> parts,
                                   std::string_view what = "the file") {
   const std::filesystem::path tmp = detail::temporary_sibling(path);
-  std::string why = detail::write_new_file(tmp, content);
+  std::string why = detail::write_new_file(tmp, parts);
   if (why.empty()) {
     std::error_code ec;
     std::filesystem::rename(tmp, path, ec);
-    if (!ec) return;
+    if (!ec) {
+      detail::sync_parent(path);
+      return;
+    }
     why = "cannot rename " + tmp.string() + " over it: " + ec.message();
   }
   std::error_code ignored;
   std::filesystem::remove(tmp, ignored);
   throw error("cannot write " + std::string(what) + " to '" + path.string() + "' (" + why +
               "); pass a path in an existing, writable directory");
+}
+
+/// write_file_atomically for one buffer.
+inline void write_file_atomically(const std::filesystem::path& path, std::string_view content,
+                                  std::string_view what = "the file") {
+  write_file_atomically(path, std::span<const std::string_view>(&content, 1), what);
 }
 
 }  // namespace spruce::io
