@@ -15,40 +15,7 @@
 
 namespace {
 
-struct model {
-  std::vector<std::vector<float>> data;
-  std::vector<std::vector<std::size_t>> shapes;
-  std::vector<spruce::named_tensor<float>> params;
-  std::size_t total = 0;
-};
-
-const model& vgg() {
-  static model m = [] {
-    model v;
-    const std::size_t cfg[] = {64, 128, 256, 256, 512, 512, 512, 512};
-    std::size_t in = 3;
-    std::mt19937 rng(5);
-    for (std::size_t c : cfg) {
-      v.shapes.push_back({c, in, 3, 3});
-      in = c;
-    }
-    v.shapes.push_back({10, 512});
-    for (const auto& s : v.shapes) {
-      std::size_t n = 1;
-      for (std::size_t e : s) n *= e;
-      std::normal_distribution<float> g(0.0f, std::sqrt(2.0f / static_cast<float>(n / s[0])));
-      std::vector<float> w(n);
-      for (float& x : w) x = g(rng);
-      v.data.push_back(std::move(w));
-      v.total += n;
-    }
-    for (std::size_t i = 0; i < v.data.size(); ++i)
-      v.params.push_back({std::string("w").append(std::to_string(i)), spruce::tensor_ref<float>(v.data[i].data(), v.shapes[i])});
-    return v;
-  }();
-  return m;
-}
-
+const spruce_bench::vgg_weights& vgg() { return spruce_bench::lab_vgg(); }
 
 void global_spruce(benchmark::State& st) {
   const auto& m = vgg();

@@ -21,40 +21,7 @@
 
 namespace {
 
-struct model {
-  std::vector<std::vector<float>> data;
-  std::vector<std::vector<std::size_t>> shapes;
-  std::vector<spruce::named_tensor<float>> params;
-  std::size_t total = 0;
-};
-
-// The lab's VGG at full width: 8 convolutions and the classifier, 9.2 M weights.
-model& vgg() {
-  static model m = [] {
-    model v;
-    const std::size_t cfg[] = {64, 128, 256, 256, 512, 512, 512, 512};
-    std::size_t in = 3;
-    std::mt19937 rng(5);
-    for (std::size_t c : cfg) {
-      v.shapes.push_back({c, in, 3, 3});
-      in = c;
-    }
-    v.shapes.push_back({10, 512});
-    for (const auto& s : v.shapes) {
-      const std::size_t n = spruce::shape_size(s);
-      std::normal_distribution<float> g(0.0f, std::sqrt(2.0f / static_cast<float>(n / s[0])));
-      std::vector<float> w(n);
-      for (float& x : w) x = g(rng);
-      v.data.push_back(std::move(w));
-      v.total += n;
-    }
-    for (std::size_t i = 0; i < v.data.size(); ++i)
-      v.params.push_back({i < 8 ? "backbone.conv" + std::to_string(i) + ".weight" : std::string("classifier.weight"),
-                          spruce::tensor_ref<float>(v.data[i].data(), v.shapes[i])});
-    return v;
-  }();
-  return m;
-}
+const spruce_bench::vgg_weights& vgg() { return spruce_bench::lab_vgg(); }
 
 void set_threads(benchmark::State& st) {
 #if defined(_OPENMP)
@@ -67,7 +34,7 @@ void set_threads(benchmark::State& st) {
 // The demo's table: seven convolutions pruned alone (conv0 and the classifier stay dense).
 void fine_grained(benchmark::State& st) {
   set_threads(st);
-  model& m = vgg();
+  const auto& m = vgg();
   const spruce::sparsity_table table{{"backbone.conv1.weight", 0.6}, {"backbone.conv2.weight", 0.5},
                                      {"backbone.conv3.weight", 0.5}, {"backbone.conv4.weight", 0.5},
                                      {"backbone.conv5.weight", 0.6}, {"backbone.conv6.weight", 0.6},
@@ -82,7 +49,7 @@ void fine_grained(benchmark::State& st) {
 
 void global_exact(benchmark::State& st) {
   set_threads(st);
-  const model& m = vgg();
+  const auto& m = vgg();
   const spruce::pruner<spruce::granularity::element, spruce::criterion::l1, spruce::selection::exact> p{
       {}, {}, spruce::selection::exact(0.5)};
   spruce_bench::run(st, m.total, [&] {
