@@ -24,6 +24,7 @@
 #include <spruce/core/error.hpp>
 
 #include "train/checkpoint.hpp"
+#include "train/cli.hpp"
 #include "train/data.hpp"
 #include "train/layers.hpp"
 #include "train/lr_schedule.hpp"
@@ -38,6 +39,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
+using train::evaluate;
+using train::evaluation;
+using train::parse_count;
+using train::parse_number;
+using train::split_floats;
+using train::usage_error;
 
 constexpr int exit_usage = 2;
 constexpr int exit_skip = 77;
@@ -82,30 +89,6 @@ void usage(std::FILE* to) {
                "  --checkpoint PATH   checkpoint to evaluate\n"
                "  --min-accuracy X    with --eval-only: exit 1 when the accuracy is below X\n",
                train::default_fashion_mnist_dir().string().c_str());
-}
-
-struct usage_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-double parse_number(std::string_view flag, const std::string& text) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || !std::isfinite(v))
-    throw usage_error(std::string(flag).append(" expects a number, got '").append(text).append("'"));
-  return v;
-}
-
-std::size_t parse_count(std::string_view flag, const std::string& text) {
-  const double v = parse_number(flag, text);
-  if (v < 0 || v != std::floor(v))
-    throw usage_error(std::string(flag).append(" expects a whole number >= 0, got '").append(text).append("'"));
-  return static_cast<std::size_t>(v);
 }
 
 options parse(int argc, char** argv) {
@@ -190,14 +173,6 @@ std::string join(const std::vector<float>& v) {
   return out;
 }
 
-std::vector<float> split_floats(const std::string& text) {
-  std::vector<float> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::stof(item));
-  return out;
-}
-
 std::string clock_text(double seconds) {
   const long s = std::lround(std::max(0.0, seconds));
   char text[32];
@@ -217,30 +192,6 @@ bool data_missing(const fs::path& dir) {
         !fs::is_regular_file(dir / stem, ec))
       return true;
   return false;
-}
-
-struct evaluation {
-  double loss = 0, accuracy = 0, images_per_second = 0;
-};
-
-evaluation evaluate(train::vgg& model, const train::dataset& test) {
-  model.eval();
-  train::batch_loader loader(test, 500, false, 0);
-  loader.start_epoch(0);
-  train::batch b;
-  train::softmax_cross_entropy<float> ce;
-  double loss = 0;
-  std::size_t correct = 0;
-  const auto start = clock_type::now();
-  while (loader.next(b)) {
-    loss += ce.forward(model.forward(b.images, b.n, test.h, test.w), b.labels) *
-            static_cast<double>(b.n);
-    correct += ce.correct();
-  }
-  const double elapsed = seconds_since(start);
-  model.train();
-  const double n = static_cast<double>(test.n);
-  return {loss / n, static_cast<double>(correct) / n, n / elapsed};
 }
 
 int eval_only(const options& o) {

@@ -41,10 +41,6 @@ constexpr int exit_skip = 77;
 const std::vector<std::string> all_stages = {"dense", "sensitivity", "fine-grained", "channel",
                                              "slimming", "gradual", "2:4", "sparse"};
 
-struct usage_error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
 struct config {
   fs::path data = train::default_fashion_mnist_dir();
   fs::path checkpoint = fs::path(SPRUCE_SOURCE_DIR) / "examples" / "checkpoints" / "vgg_fmnist_w0125.safetensors";
@@ -88,26 +84,6 @@ void usage(std::FILE* to) {
                "  --held-out N        test images the sensitivity scan measures on (1000)\n"
                "  --smoke             every stage on a few hundred images, one short epoch (tests)\n",
                train::default_fashion_mnist_dir().string().c_str());
-}
-
-double parse_number(std::string_view flag, const std::string& text) {
-  std::size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used != text.size() || !std::isfinite(v))
-    throw usage_error(std::string(flag).append(" expects a number, got '").append(text).append("'"));
-  return v;
-}
-
-std::size_t parse_count(std::string_view flag, const std::string& text) {
-  const double v = parse_number(flag, text);
-  if (v < 0 || v != std::floor(v))
-    throw usage_error(std::string(flag).append(" expects a whole number >= 0, got '").append(text).append("'"));
-  return static_cast<std::size_t>(v);
 }
 
 config parse(int argc, char** argv) {

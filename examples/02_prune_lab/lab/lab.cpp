@@ -28,14 +28,6 @@ std::string fmt(const char* f, double x) {
 
 namespace {
 
-std::vector<float> split_floats(const std::string& text) {
-  std::vector<float> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) out.push_back(std::stof(item));
-  return out;
-}
-
 std::string trim(std::string s) {
   const auto b = s.find_first_not_of(" \t\r\n");
   if (b == std::string::npos) return {};

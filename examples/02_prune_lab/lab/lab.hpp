@@ -21,6 +21,7 @@
 
 #include "lab/infer.hpp"
 #include "lab/net.hpp"
+#include "train/cli.hpp"
 #include "train/data.hpp"
 #include "train/layers.hpp"
 #include "train/lr_schedule.hpp"
@@ -31,6 +32,12 @@ namespace lab {
 
 namespace fs = std::filesystem;
 using clock_type = std::chrono::steady_clock;
+using train::evaluate;
+using train::evaluation;
+using train::parse_count;
+using train::parse_number;
+using train::split_floats;
+using train::usage_error;
 
 inline double seconds_since(clock_type::time_point t) {
   return std::chrono::duration<double>(clock_type::now() - t).count();
@@ -63,29 +70,6 @@ std::vector<spruce::named_tensor<float>> all_tensors(flex_vgg& m);
 
 data_sets load_data(const fs::path& dir, const train::channel_stats& stats, std::size_t train_limit,
                     std::size_t test_limit, std::size_t held_out);
-
-struct evaluation {
-  double loss = 0, accuracy = 0, images_per_second = 0;
-};
-
-template <class Model>
-evaluation evaluate(Model& model, const train::dataset& data) {
-  model.eval();
-  train::batch_loader loader(data, 500, false, 0);
-  loader.start_epoch(0);
-  train::batch b;
-  train::softmax_cross_entropy<float> ce;
-  double loss = 0;
-  std::size_t correct = 0;
-  const auto start = clock_type::now();
-  while (loader.next(b)) {
-    loss += ce.forward(model.forward(b.images, b.n, data.h, data.w), b.labels) * static_cast<double>(b.n);
-    correct += ce.correct();
-  }
-  const double n = static_cast<double>(data.n);
-  model.train();
-  return {loss / n, static_cast<double>(correct) / n, n / std::max(1e-9, seconds_since(start))};
-}
 
 /// How a stage fine-tunes: SGD with Nesterov momentum, cosine decay from `lr` to 0 over
 /// all steps, the dense training's augmentation.
