@@ -27,7 +27,6 @@
 #include <spruce/spruce.hpp>
 
 #include "lab/lab.hpp"
-#include "lab/net.hpp"
 #include "lab/table.hpp"
 #include "train/checkpoint.hpp"
 
@@ -497,11 +496,11 @@ spruce::structural::sequential_backbone<float> backbone_of(std::vector<spruce::n
 }
 
 /// A physically smaller network holding the backbone's (compacted) tensors.
-std::unique_ptr<flex_vgg> shrink(const spruce::structural::sequential_backbone<float>& b,
+std::unique_ptr<train::vgg> shrink(const spruce::structural::sequential_backbone<float>& b,
                                  std::span<const float> classifier_bias, std::size_t in_channels) {
   std::vector<std::size_t> ch;
   for (const auto& c : b.convs()) ch.push_back(c.weight.extent(0));
-  auto f = std::make_unique<flex_vgg>(ch, in_channels, classifier_bias.size());
+  auto f = std::make_unique<train::vgg>(train::vgg_config{0, in_channels, classifier_bias.size(), ch});
   std::map<std::string, spruce::tensor_ref<float>> dst;
   for (auto& x : all_tensors(*f)) dst.emplace(x.name, x.view);
   const auto copy = [&](const std::string& name, const spruce::tensor_ref<float>& src) {

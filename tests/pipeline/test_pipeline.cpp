@@ -20,7 +20,6 @@
 #include <spruce/core/error.hpp>
 
 #include "lab/lab.hpp"
-#include "lab/net.hpp"
 #include "lab/table.hpp"
 #include "train/checkpoint.hpp"
 #include "train/model.hpp"
@@ -233,7 +232,7 @@ int check_run(const fs::path& dir) {
       std::vector<std::size_t> channels;
       std::stringstream ch(meta.at("channels"));
       for (std::string c; std::getline(ch, c, ',');) channels.push_back(std::stoul(c));
-      lab::flex_vgg m(channels);
+      train::vgg m(train::vgg_config{0, 1, 10, channels});
       lab::load_into(e.path(), lab::all_tensors(m));  // the training library's names and shapes
       if (stored.size() != lab::all_tensors(m).size()) fail(e.path().string() + ": tensor count");
       if (channels == train::vgg_channels(0.125)) {

@@ -42,11 +42,6 @@ std::vector<spruce::named_tensor<float>> all_tensors(train::vgg& m) {
   for (auto& b : m.buffers()) t.push_back(b);
   return t;
 }
-std::vector<spruce::named_tensor<float>> all_tensors(flex_vgg& m) {
-  auto t = m.parameters();
-  for (auto& b : m.buffers()) t.push_back(b);
-  return t;
-}
 
 dense_checkpoint open_checkpoint(const fs::path& path) {
   std::error_code ec;
@@ -112,7 +107,7 @@ model_stats stats_of(const std::vector<spruce::named_tensor<float>>& params, std
       const std::uint64_t pos = static_cast<std::uint64_t>(h) * w;
       s.macs += n * pos;
       s.effective_macs += nz * pos;
-      if (pool_after(conv)) h /= 2, w /= 2;
+      if (train::vgg_pool_after(conv)) h /= 2, w /= 2;
       ++conv;
     } else if (v.rank() == 2) {
       s.macs += n;
@@ -147,7 +142,7 @@ infer::network inference_network(const std::vector<spruce::named_tensor<float>>&
     net.add_conv(span_of(w), w.extent(0), w.extent(1),
                  {span_of(get(b + ".weight")), span_of(get(b + ".bias")), span_of(get(b + ".running_mean")),
                   span_of(get(b + ".running_var"))},
-                 pool_after(i));
+                 train::vgg_pool_after(i));
   }
   net.set_classifier(span_of(get("classifier.weight")), span_of(get("classifier.bias")));
   return net;

@@ -1,7 +1,7 @@
 #pragma once
 // The pipeline's shared machinery: data, checkpoints, the fine-tuning loop with progress
 // lines, evaluation, size / MAC accounting, latency, and the run folder's files (every one
-// written to a temporary name and renamed). Templates take train::vgg or lab::flex_vgg.
+// written to a temporary name and renamed). Templates take any model with train::vgg's interface.
 
 #include <algorithm>
 #include <chrono>
@@ -20,7 +20,6 @@
 #include <spruce/prune/mask.hpp>
 
 #include "lab/infer.hpp"
-#include "lab/net.hpp"
 #include "train/cli.hpp"
 #include "train/data.hpp"
 #include "train/layers.hpp"
@@ -66,7 +65,6 @@ dense_checkpoint open_checkpoint(const fs::path& path);
 /// A train::vgg loaded from the checkpoint (parameters and BN statistics).
 void load_into(const fs::path& path, std::vector<spruce::named_tensor<float>> tensors);
 std::vector<spruce::named_tensor<float>> all_tensors(train::vgg& m);
-std::vector<spruce::named_tensor<float>> all_tensors(flex_vgg& m);
 
 data_sets load_data(const fs::path& dir, const train::channel_stats& stats, std::size_t train_limit,
                     std::size_t test_limit, std::size_t held_out);

@@ -18,7 +18,6 @@ namespace {
 
 // The lab's cfg: conv widths, and after which conv a 2x2 max pool follows.
 constexpr std::array<std::size_t, 8> lab_channels = {64, 128, 256, 256, 512, 512, 512, 512};
-constexpr std::array<bool, 8> lab_pool_after = {false, true, false, true, false, true, false, true};
 
 std::string indexed(const char* prefix, std::size_t i, const char* suffix) {
   return std::string(prefix).append(std::to_string(i)).append(suffix);
@@ -40,6 +39,19 @@ spruce::named_tensor<T> named(std::string name, std::span<T> values,
                               std::initializer_list<std::size_t> shape) {
   return {std::move(name), spruce::tensor_ref<T>(values.data(), std::span<const std::size_t>(
                                                                      shape.begin(), shape.size()))};
+}
+
+// An explicit per-conv channel list, validated.
+std::vector<std::size_t> checked_channels(const std::vector<std::size_t>& channels) {
+  if (channels.empty() || channels.size() % 2 != 0 || channels.size() > 16)
+    throw spruce::error("vgg: " + std::to_string(channels.size()) +
+                        " conv widths in vgg_config::channels; pass an even number from 2 to 16 (a max pool "
+                        "follows every second conv)");
+  for (std::size_t i = 0; i < channels.size(); ++i)
+    if (channels[i] == 0)
+      throw spruce::error("vgg: conv " + std::to_string(i) +
+                          " has no channel in vgg_config::channels; keep at least one per layer");
+  return channels;
 }
 
 }  // namespace
@@ -67,7 +79,7 @@ std::vector<std::size_t> vgg_channels(double width) {
 template <class T>
 basic_vgg<T>::basic_vgg(const vgg_config& config, std::uint64_t seed)
     : config_(config),
-      channels_(vgg_channels(config.width)),
+      channels_(config.channels.empty() ? vgg_channels(config.width) : checked_channels(config.channels)),
       classifier_(channels_.back(), config.num_classes == 0 ? 1 : config.num_classes) {
   if (config.in_channels == 0 || config.num_classes == 0)
     throw spruce::error(std::string("vgg: in_channels ")
@@ -80,7 +92,7 @@ basic_vgg<T>::basic_vgg(const vgg_config& config, std::uint64_t seed)
   blocks_.reserve(channels_.size());
   for (std::size_t i = 0; i < channels_.size(); ++i) {
     blocks_.push_back(block{conv2d<T>(in, channels_[i], 3, 1, 1, false), batchnorm2d<T>(channels_[i], true),
-                            lab_pool_after[i], {}, {}, {}, {}, {}, {}});
+                            vgg_pool_after(i), {}, {}, {}, {}, {}, {}});
     auto& conv = blocks_.back().conv;
     std::normal_distribution<double> he(0.0, std::sqrt(2.0 / static_cast<double>(in * 9)));
     for (T& v : conv.weight()) v = static_cast<T>(he(rng));
@@ -101,12 +113,18 @@ void basic_vgg<T>::check_input(std::size_t n, std::size_t c, std::size_t h, std:
                             .append(" channels but the model was built for ")
                             .append(std::to_string(config_.in_channels))
                             .append("; set vgg_config::in_channels to match the data"));
-  if (h < 16 || w < 16)
+  const std::size_t pools = channels_.size() / 2, least = std::size_t{1} << pools;
+  if (h < least || w < least)
     throw spruce::error(std::string("vgg forward: images of ")
                             .append(std::to_string(h))
                             .append(" x ")
                             .append(std::to_string(w))
-                            .append(" are too small; the four 2x2 max pools need at least 16 x 16"));
+                            .append(" are too small; the ")
+                            .append(std::to_string(pools))
+                            .append(" 2x2 max pools need at least ")
+                            .append(std::to_string(least))
+                            .append(" x ")
+                            .append(std::to_string(least)));
 }
 
 template <class T>

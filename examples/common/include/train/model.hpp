@@ -38,12 +38,20 @@ class vgg_engine_ptr {
 
 /// The knobs of the lab's VGG that the examples vary: the width multiplier (each channel
 /// count is round(c * width)), the input channels (1 for Fashion-MNIST, 3 for CIFAR-10)
-/// and the class count.
+/// and the class count. `channels`, when not empty, gives every conv's output channels
+/// explicitly and replaces the width: what channel pruning and network slimming leave
+/// behind (per-layer widths), rebuilt as the same model so it trains and runs on the same
+/// fast path. It needs an even count (a 2x2 max pool follows every second conv), each >= 1.
 struct vgg_config {
   double width = 0.125;
   std::size_t in_channels = 1;
   std::size_t num_classes = 10;
+  std::vector<std::size_t> channels = {};
 };
+
+/// Whether a 2x2 max pool follows conv `i` of the lab's VGG (after every second conv: cfg
+/// 64, 128, M, 256, 256, M, ...), for a pruned cfg too.
+constexpr bool vgg_pool_after(std::size_t i) noexcept { return i % 2 == 1; }
 
 /// The conv layers' output channels at `width`: the lab's cfg (64, 128, 256, 256, 512,
 /// 512, 512, 512) scaled and rounded to nearest. Throws spruce::error when a layer would
@@ -95,7 +103,7 @@ class basic_vgg {
   /// convention, as spruce::conv2d_macs and linear_macs count them).
   std::uint64_t macs(std::size_t h, std::size_t w) const;
   const vgg_config& config() const noexcept { return config_; }
-  /// Output channels of each conv block, after the width multiplier.
+  /// Output channels of each conv block (after the width multiplier, or config().channels).
   const std::vector<std::size_t>& channels() const noexcept { return channels_; }
 
  private:
