@@ -167,16 +167,25 @@ TEST_CASE("the float VGG (channels-last fast path) equals the double VGG (the la
   // statistics agree within float rounding, in training and in evaluation, over two steps
   // (the second reuses the first's buffers). Width 0.1 gives channel counts that are not
   // multiples of 8 (6, 13, 26, 51); 19 x 17 maps make every pool drop a row or a column.
+  // The last case is a pruned cfg given as an explicit channel list (what channel pruning
+  // and slimming rebuild): six convs, so three pools, and uneven widths.
   struct setup {
     double width;
     std::size_t in_channels, classes, n, h, w;
+    std::vector<std::size_t> channels = {};
   };
-  for (const setup c : {setup{0.125, 1, 10, 5, 28, 28}, setup{0.1, 3, 7, 3, 19, 17},
-                        setup{0.25, 2, 4, 2, 16, 16}, setup{0.125, 1, 10, 1, 32, 20}}) {
+  for (const setup& c : {setup{0.125, 1, 10, 5, 28, 28}, setup{0.1, 3, 7, 3, 19, 17},
+                         setup{0.25, 2, 4, 2, 16, 16}, setup{0.125, 1, 10, 1, 32, 20},
+                         setup{0, 1, 10, 3, 28, 28, {6, 11, 3, 22, 1, 45}}}) {
     CAPTURE(c.width);
     CAPTURE(c.h);
-    train::vgg f(train::vgg_config{c.width, c.in_channels, c.classes}, 11);
-    train::basic_vgg<double> d(train::vgg_config{c.width, c.in_channels, c.classes}, 11);
+    CAPTURE(c.channels.size());
+    train::vgg f(train::vgg_config{c.width, c.in_channels, c.classes, c.channels}, 11);
+    train::basic_vgg<double> d(train::vgg_config{c.width, c.in_channels, c.classes, c.channels}, 11);
+    if (!c.channels.empty()) {
+      CHECK(f.channels() == c.channels);
+      CHECK(f.parameters().size() == 3 * c.channels.size() + 2);
+    }
     std::mt19937_64 rng(5);
     std::uniform_real_distribution<double> u(-1, 1);
     {
@@ -343,6 +352,18 @@ TEST_CASE("VGG refuses bad input with spruce::error") {
   CHECK_THROWS_AS(train::vgg(train::vgg_config{0.001, 1, 10}), spruce::error);
   CHECK_THROWS_AS(train::vgg(train::vgg_config{0.125, 0, 10}), spruce::error);
   CHECK_THROWS_AS(train::vgg(train::vgg_config{-1, 1, 10}), spruce::error);
+  // An explicit channel list: an odd count (the pools come in pairs), a zero width, none.
+  CHECK_THROWS_AS(train::vgg(train::vgg_config{0, 1, 10, {8, 8, 8}}), spruce::error);
+  CHECK_THROWS_AS(train::vgg(train::vgg_config{0, 1, 10, {8, 0}}), spruce::error);
+  CHECK(train::vgg(train::vgg_config{0.5, 1, 10, {3, 5}}).channels() == std::vector<std::size_t>{3, 5});
+  {
+    train::vgg two(train::vgg_config{0, 1, 10, {3, 5}});  // one pool: 2 x 2 is the least
+    const std::vector<float> tiny(4, 0.5f);
+    const auto& logits = two.forward(tiny, 1, 2, 2);
+    CHECK(logits.n() == 1);
+    CHECK(logits.size() == 10);
+    CHECK_THROWS_AS(two.forward(std::vector<float>(1, 0.5f), 1, 1, 1), spruce::error);
+  }
 }
 
 TEST_CASE("SGD follows PyTorch's update rule (momentum, dampening, Nesterov, weight decay)") {
