@@ -43,6 +43,26 @@ inline std::filesystem::path temporary_sibling(const std::filesystem::path& path
   return tmp;
 }
 
+#if SPRUCE_HAS_POSIX_FILES
+/// Writes all of `content` to `fd`, retrying short writes and EINTR. Returns 0 or the errno
+/// of the failure (EIO for a device that stops taking bytes without saying why).
+inline int write_all(int fd, std::string_view content) {
+  const char* p = content.data();
+  std::size_t left = content.size();
+  while (left > 0) {
+    const ::ssize_t n = ::write(fd, p, left);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return EIO;  // no progress and no error: a full device that does not say so
+    p += n;
+    left -= static_cast<std::size_t>(n);
+  }
+  return 0;
+}
+#endif
+
 /// Writes the concatenation of `parts` to a new file `tmp` and flushes it to the device.
 /// Returns an empty string on success, else why it failed (the partial file may remain;
 /// the caller removes it).
@@ -51,22 +71,9 @@ inline std::string write_new_file(const std::filesystem::path& tmp, std::span<co
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   if (fd < 0) return std::generic_category().message(errno);
   for (const std::string_view content : parts) {
-    const char* p = content.data();
-    std::size_t left = content.size();
-    while (left > 0) {
-      const ::ssize_t n = ::write(fd, p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        const int e = errno;
-        ::close(fd);
-        return std::generic_category().message(e);
-      }
-      if (n == 0) {  // no progress and no error: a full device that does not say so
-        ::close(fd);
-        return std::generic_category().message(EIO);
-      }
-      p += n;
-      left -= static_cast<std::size_t>(n);
+    if (const int e = write_all(fd, content); e != 0) {
+      ::close(fd);
+      return std::generic_category().message(e);
     }
   }
   if (::fsync(fd) != 0) {
