@@ -13,6 +13,7 @@
 #include "spruce/spruce.hpp"
 
 #include "spruce/cuda/error.hpp"
+#include "spruce/cuda/global.hpp"
 #include "spruce/cuda/memory.hpp"
 #include "spruce/cuda/prune.hpp"
 #include "spruce/cuda/pruner.hpp"

@@ -7,7 +7,7 @@ namespace cd = spruce::cuda::detail;
 using mag = spruce::select::by_magnitude<float>;
 using src = cd::contiguous_src<float>;
 
-template __global__ void cd::histogram_kernel<mag, src>(src, std::size_t, cd::select_state<std::uint32_t>*, bool);
+template __global__ void cd::histogram_kernel<mag, src>(src, std::size_t, cd::select_state<std::uint32_t>*, cd::scan_status*);
 template __global__ void cd::mask_kernel<mag, src>(src, std::size_t, std::uint32_t, std::uint8_t*);
 template __global__ void cd::tie_count_kernel<mag, src>(src, std::size_t, std::uint32_t, unsigned long long*);
 template __global__ void cd::tie_mask_kernel<mag, src>(src, std::size_t, std::uint32_t, const unsigned long long*, unsigned long long,

@@ -336,6 +336,76 @@ void test_masked_parameters() {
   EXPECT(std::memcmp(wa.data(), da.download().data(), wa.size() * sizeof(T)) == 0);
 }
 
+template <class T>
+void test_global() {
+  namespace gr = spruce::granularity;
+  namespace cr = spruce::criterion;
+  namespace se = spruce::selection;
+  const std::vector<std::vector<std::size_t>> shapes = {{16, 8, 3, 3}, {33, 70}, {1, 1}, {300, 41}, {5000, 3}};
+  const std::vector<spruce::sparsity_limits> limits = {{}, {0.1, 0.9, 0}, {0.0, 0.5, 2}};
+  for (const char* kind : {"normal", "zeros80", "equal", "signed_zero_inf", "ties"}) {
+    std::vector<std::vector<T>> h;
+    std::vector<on_device<T>> d;
+    d.reserve(shapes.size());
+    std::vector<spruce::named_tensor<T>> hp;
+    std::vector<spruce::named_tensor<T, spruce::cuda_space>> dp;
+    for (std::size_t i = 0; i < shapes.size(); ++i) h.push_back(make_input<T>(kind, spruce::shape_size(shapes[i]), 40 + i));
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      d.emplace_back(h[i], shapes[i]);
+      hp.push_back({"layer" + std::to_string(i), spruce::tensor_ref<T>(h[i].data(), shapes[i])});
+      dp.push_back({"layer" + std::to_string(i), d.back().view()});
+    }
+    auto same = [&](const auto& p, const spruce::sparsity_limits& lim) {
+      const auto hm = spruce::global_masks(p, hp, lim);
+      const auto dm = spruce::global_masks(p, dp, lim);
+      bool ok = hm.size() == dm.size();
+      for (std::size_t i = 0; ok && i < hm.size(); ++i) ok = hm[i] == dm[i].to_host();
+      return ok;
+    };
+    for (const auto& lim : limits)
+      for (double r : {0.0, 0.3, 0.7, 1.0}) {
+        ctx = std::string("global ") + kind + " ratio=" + std::to_string(r) + " max=" + std::to_string(lim.max);
+        EXPECT(same(spruce::pruner<gr::element, cr::l1, se::exact>{{}, {}, se::exact{r}}, lim));
+        EXPECT(same(spruce::pruner<gr::element, cr::l1, se::threshold>{{}, {}, se::threshold{r}}, lim));
+        EXPECT(same(spruce::pruner<gr::filter, cr::l2, se::exact>{{}, {}, se::exact{r}}, lim));
+        EXPECT(same(spruce::pruner<gr::channel, cr::l1, se::threshold>{{}, {}, se::threshold{r}}, lim));
+      }
+    ctx = std::string("global 2:4 ") + kind;
+    EXPECT(same(spruce::pruner<gr::n_m<2, 4>, cr::l1>{}, {}));
+    // Applied: the registry zeroes the same weights.
+    ctx = std::string("global_prune ") + kind;
+    const spruce::pruner<gr::element, cr::l1, se::exact> pe{{}, {}, se::exact{0.6}};
+    auto hr = spruce::global_prune(pe, hp);
+    auto dr = spruce::global_prune(pe, dp);
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      const auto back = d[i].download();
+      EXPECT(std::memcmp(back.data(), h[i].data(), h[i].size() * sizeof(T)) == 0);
+      EXPECT(hr.keep_mask(hp[i].name) == dr.keep_mask(dp[i].name));
+    }
+  }
+  // Errors: a NaN in the second tensor, duplicate names, bounded limits with N:M; the
+  // CPU's messages, nothing written.
+  ctx = "global errors";
+  std::vector<T> a = make_input<T>("normal", 64, 1), b = make_input<T>("normal", 90, 2);
+  b[17] = std::numeric_limits<T>::quiet_NaN();
+  on_device<T> da(a, {8, 8}), db(b, {9, 10});
+  const std::vector<spruce::named_tensor<T>> hp = {{"a", spruce::tensor_ref<T>(a.data(), std::vector<std::size_t>{8, 8})},
+                                                   {"b", spruce::tensor_ref<T>(b.data(), std::vector<std::size_t>{9, 10})}};
+  const std::vector<spruce::named_tensor<T, spruce::cuda_space>> dp = {{"a", da.view()}, {"b", db.view()}};
+  const spruce::pruner<gr::element, cr::l1, se::exact> pe{{}, {}, se::exact{0.5}};
+  const std::string he = error_of([&] { (void)spruce::global_prune(pe, hp); });
+  const auto before = db.download();
+  const std::string de = error_of([&] { (void)spruce::global_prune(pe, dp); });
+  EXPECT(!he.empty() && he == de && de.find("b") != std::string::npos);
+  const auto after = db.download();
+  EXPECT(std::memcmp(before.data(), after.data(), before.size() * sizeof(T)) == 0);
+  const std::vector<spruce::named_tensor<T, spruce::cuda_space>> dup = {{"a", da.view()}, {"a", db.view()}};
+  const std::vector<spruce::named_tensor<T>> hdup = {hp[0], {"a", hp[1].view}};
+  EXPECT(error_of([&] { (void)spruce::global_masks(pe, hdup); }) == error_of([&] { (void)spruce::global_masks(pe, dup); }));
+  const spruce::pruner<gr::n_m<2, 4>, cr::l1> nm{};
+  EXPECT(!error_of([&] { (void)spruce::global_masks(nm, dp, {0.1, 0.9, 0}); }).empty());
+}
+
 void test_large() {
   if (!std::getenv("SPRUCE_CUDA_LARGE")) return;
   ctx = "past 2^31";
@@ -366,6 +436,8 @@ int main() {
     test_pruner<float>();
     test_pruner<double>();
     test_masked_parameters<float>();
+    test_global<float>();
+    test_global<double>();
     test_large();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "FAIL: unexpected exception: %s [%s]\n", e.what(), ctx.c_str());

@@ -46,62 +46,82 @@ const char* const kinds[] = {"normal", "zeros80", "equal", "zero_inf", "ties"};
 const std::size_t sizes[] = {1, 2, 7, 100, 4095, 4096, 4097, 70000};
 
 /// The device selection's orchestration with a host histogram: radix_levels passes of
-/// (histogram over matching keys, plan_step), exactly as cuda/select.hpp enqueues them.
+/// (histogram over matching keys of every part, plan_step), exactly as cuda/select.hpp
+/// enqueues them (one histogram pass per part and level into one histogram).
 template <class O>
-cd::radix_plan<typename O::key_type> host_select(std::span<const typename O::value_type> x, std::size_t count) {
+cd::radix_plan<typename O::key_type> host_select(std::span<const std::span<const typename O::value_type>> parts, std::size_t count) {
   using Key = typename O::key_type;
   cd::radix_plan<Key> plan{};
   plan.rank = count - 1;
   std::vector<unsigned long long> hist(cd::radix_bins);
   for (int level = 0; level < cd::radix_levels<Key>(); ++level) {
     std::fill(hist.begin(), hist.end(), 0ull);
-    for (const auto v : x) {
-      const Key k = O::key(v);
-      if (spruce::select::valid_key<O>(k) && cd::plan_matches(plan, k)) ++hist[cd::plan_bin(plan, k)];
-    }
+    for (const auto& x : parts)
+      for (const auto v : x) {
+        const Key k = O::key(v);
+        if (spruce::select::valid_key<O>(k) && cd::plan_matches(plan, k)) ++hist[cd::plan_bin(plan, k)];
+      }
     cd::plan_step(plan, hist.data());
   }
   CHECK(plan.done == cd::key_bits<Key>());
   return plan;
 }
 
-/// The device mask pass: tiles of tie_tile = 256 x 16 elements, a count per tile, an
-/// exclusive scan over tiles, a scan over the "threads" of a tile, then keep_of.
 template <class O>
-spruce::byte_buffer host_mask(std::span<const typename O::value_type> x, const cd::radix_plan<typename O::key_type>& p,
-                              std::size_t count, spruce::select::tie_break ties) {
+cd::radix_plan<typename O::key_type> host_select(std::span<const typename O::value_type> x, std::size_t count) {
+  return host_select<O>(std::span<const std::span<const typename O::value_type>>(&x, 1), count);
+}
+
+/// The device mask pass over several parts: tiles of tie_tile = 256 x 16 elements per part,
+/// numbered across parts by tile_offsets, a count per tile, one exclusive scan over all
+/// tiles, a scan over the "threads" of a tile, then keep_of.
+template <class O>
+std::vector<spruce::byte_buffer> host_masks(std::span<const std::span<const typename O::value_type>> parts,
+                                            const cd::radix_plan<typename O::key_type>& p, std::size_t count,
+                                            spruce::select::tie_break ties) {
   using Key = typename O::key_type;
-  const std::size_t n = x.size();
-  spruce::byte_buffer m(n);
+  std::vector<spruce::byte_buffer> out(parts.size());
+  for (std::size_t i = 0; i < parts.size(); ++i) out[i].resize(parts[i].size());
   const bool split = ties == spruce::select::tie_break::lower_index && p.less + p.equal != count;
   const Key t = p.prefix;
   if (!split) {
-    for (std::size_t i = 0; i < n; ++i) m[i] = cd::keep_of(O::key(x[i]), t, false, 0, 0);
-    return m;
+    for (std::size_t i = 0; i < parts.size(); ++i)
+      for (std::size_t j = 0; j < parts[i].size(); ++j) out[i][j] = cd::keep_of(O::key(parts[i][j]), t, false, 0, 0);
+    return out;
   }
   constexpr std::size_t threads = 256, items = 16, tile = threads * items;
-  const std::size_t tiles = (n + tile - 1) / tile;
-  std::vector<unsigned long long> before(tiles, 0);
-  for (std::size_t b = 1; b < tiles; ++b) {
-    unsigned long long c = 0;
-    for (std::size_t i = (b - 1) * tile; i < b * tile; ++i) c += O::key(x[i]) == t;
-    before[b] = before[b - 1] + c;
-  }
-  for (std::size_t b = 0; b < tiles; ++b) {
-    unsigned long long thread_before = 0;
-    for (std::size_t th = 0; th < threads; ++th) {
-      unsigned long long seen = before[b] + thread_before;
-      for (std::size_t j = 0; j < items; ++j) {
-        const std::size_t i = b * tile + th * items + j;
-        if (i >= n) break;
-        const Key k = O::key(x[i]);
-        m[i] = cd::keep_of(k, t, true, seen, count - p.less);
-        seen += k == t;
-        thread_before += k == t;
+  static_assert(tile == cd::tie_tile_size);
+  std::vector<std::size_t> sizes;
+  for (const auto& x : parts) sizes.push_back(x.size());
+  const auto off = cd::tile_offsets(sizes, tile);
+  std::vector<unsigned long long> eq(off.back(), 0), before(off.back(), 0);
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    for (std::size_t j = 0; j < parts[i].size(); ++j) eq[off[i] + j / tile] += O::key(parts[i][j]) == t;
+  for (std::size_t b = 1; b < eq.size(); ++b) before[b] = before[b - 1] + eq[b - 1];
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    const std::size_t n = parts[i].size();
+    for (std::size_t b = 0; b < off[i + 1] - off[i]; ++b) {
+      unsigned long long thread_before = 0;
+      for (std::size_t th = 0; th < threads; ++th) {
+        unsigned long long seen = before[off[i] + b] + thread_before;
+        for (std::size_t j = 0; j < items; ++j) {
+          const std::size_t x = b * tile + th * items + j;
+          if (x >= n) break;
+          const Key k = O::key(parts[i][x]);
+          out[i][x] = cd::keep_of(k, t, true, seen, count - p.less);
+          seen += k == t;
+          thread_before += k == t;
+        }
       }
     }
   }
-  return m;
+  return out;
+}
+
+template <class O>
+spruce::byte_buffer host_mask(std::span<const typename O::value_type> x, const cd::radix_plan<typename O::key_type>& p,
+                              std::size_t count, spruce::select::tie_break ties) {
+  return std::move(host_masks<O>(std::span<const std::span<const typename O::value_type>>(&x, 1), p, count, ties).front());
 }
 
 template <template <class> class Order, class T>
@@ -344,4 +364,106 @@ TEST_CASE("the device plan reproduces the CPU's chunking of rows when one unit h
   CHECK(cd::make_group_plan(gr::filter{}.layout(shape), 4).plan.chunks == 1);                            // many row units
   // The plan follows the CPU's own thread count, whatever it is in this run.
   check_group_scores<spruce::criterion::l2, float>({}, shape, layout, "normal", 5);
+}
+
+namespace {
+
+/// The device global selection over the parts listed in `which` (cuda::detail::select_parts
+/// with a host histogram): count 0 keeps everything, else the radix plan over the listed
+/// parts and the tiled mask pass.
+template <class O>
+std::vector<spruce::byte_buffer> host_select_parts(const std::vector<std::span<const typename O::value_type>>& parts,
+                                                   std::span<const std::size_t> which, std::size_t count,
+                                                   spruce::select::tie_break ties) {
+  std::vector<std::span<const typename O::value_type>> sub;
+  for (const std::size_t i : which) sub.push_back(parts[i]);
+  if (count == 0) {
+    std::vector<spruce::byte_buffer> all(sub.size());
+    for (std::size_t i = 0; i < sub.size(); ++i) all[i].assign(sub[i].size(), 1);
+    return all;
+  }
+  const auto plan = host_select<O>(std::span<const std::span<const typename O::value_type>>(sub), count);
+  return host_masks<O>(std::span<const std::span<const typename O::value_type>>(sub), plan, count, ties);
+}
+
+/// cuda::global_masks' orchestration on the host: the parts (weights for a fused
+/// magnitude selection, else each tensor's group scores), global_rounds with the host
+/// selection, the group expansion; compared with spruce::global_masks byte for byte.
+template <class P, class T>
+void check_global(const P& p, const std::vector<std::vector<std::size_t>>& shapes, const char* kind, const spruce::sparsity_limits& limits,
+                  std::uint64_t seed) {
+  using G = std::remove_cvref_t<decltype(p.granularity)>;
+  using C = std::remove_cvref_t<decltype(p.criterion)>;
+  using S = std::remove_cvref_t<decltype(p.selection)>;
+  constexpr bool fused = spruce::granularity::one_weight_per_group_v<G> && spruce::criterion::orders_like_magnitude_v<C>;
+  using O = std::conditional_t<fused, spruce::select::by_magnitude<T>, spruce::select::by_value<T>>;
+  std::vector<std::vector<T>> w;
+  std::vector<spruce::named_tensor<T>> params;
+  for (std::size_t i = 0; i < shapes.size(); ++i) w.push_back(input<T>(kind, spruce::shape_size(shapes[i]), seed + i));
+  for (std::size_t i = 0; i < shapes.size(); ++i)
+    params.push_back({"layer" + std::to_string(i), spruce::tensor_ref<T>(w[i].data(), shapes[i])});
+  const std::string cpu_error = [&] {
+    try {
+      (void)spruce::global_masks(p, params, limits);
+    } catch (const spruce::error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }();
+  REQUIRE(cpu_error.empty());
+  const auto cpu = spruce::global_masks(p, params, limits);
+  std::vector<std::vector<T>> scores(shapes.size());
+  std::vector<std::span<const T>> parts;
+  std::vector<spruce::granularity::group_layout> layouts;
+  std::vector<std::size_t> sizes;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    layouts.push_back(p.granularity.layout(shapes[i], params[i].name));
+    if constexpr (!fused)
+      scores[i] = spruce::group_scores(p.criterion, spruce::criterion::inputs<T>{params[i].view}, layouts[i], params[i].name);
+    parts.push_back(fused ? std::span<const T>(w[i]) : std::span<const T>(scores[i]));
+    sizes.push_back(parts.back().size());
+  }
+  std::size_t total = 0;
+  for (const std::size_t n : sizes) total += n;
+  const std::size_t budget = p.selection.count(total, "the global selection");
+  auto keep = cd::global_rounds<spruce::byte_buffer>(
+      std::span<const std::size_t>(sizes), budget, limits, S::ties,
+      [&](std::span<const std::size_t> which, std::size_t count, spruce::select::tie_break ties) {
+        return host_select_parts<O>(parts, which, count, ties);
+      },
+      [](const spruce::byte_buffer& m) { return static_cast<std::size_t>(std::count(m.begin(), m.end(), 0)); });
+  REQUIRE(keep.size() == cpu.size());
+  for (std::size_t i = 0; i < cpu.size(); ++i) {
+    CAPTURE(i);
+    const spruce::byte_buffer dev = fused ? keep[i] : spruce::expand_groups(layouts[i], std::span<const std::uint8_t>(keep[i].data(), keep[i].size()));
+    CHECK(dev.size() == cpu[i].size());
+    CHECK(std::equal(dev.begin(), dev.end(), cpu[i].data()));
+  }
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("device global scope orchestration gives the CPU's global masks, limits and ties included", T, float, double) {
+  namespace gr = spruce::granularity;
+  namespace cr = spruce::criterion;
+  namespace se = spruce::selection;
+  const std::vector<std::vector<std::vector<std::size_t>>> sets = {
+      {{7, 5}}, {{16, 8, 3, 3}, {33, 70}, {1, 1}, {10, 4}}, {{64, 100}, {3, 3}, {40, 130}}, {{50, 100}, {2, 3}, {4097, 1}}};
+  const std::vector<spruce::sparsity_limits> limits = {{}, {0.1, 0.9, 0}, {0.0, 0.5, 2}, {0.3, 1.0, 0}, {0.0, 1.0, 3}};
+  std::uint64_t seed = 100;
+  for (const auto& shapes : sets)
+    for (const char* kind : kinds)
+      for (const auto& lim : limits)
+        for (double r : {0.0, 0.3, 0.7, 1.0}) {
+          CAPTURE(kind);
+          CAPTURE(r);
+          CAPTURE(lim.min);
+          CAPTURE(lim.max);
+          CAPTURE(lim.min_kept);
+          CAPTURE(shapes.size());
+          check_global<spruce::pruner<gr::element, cr::l1, se::exact>, T>({{}, {}, se::exact{r}}, shapes, kind, lim, ++seed);
+          check_global<spruce::pruner<gr::element, cr::l1, se::threshold>, T>({{}, {}, se::threshold{r}}, shapes, kind, lim, ++seed);
+          check_global<spruce::pruner<gr::filter, cr::l2, se::exact>, T>({{}, {}, se::exact{r}}, shapes, kind, lim, ++seed);
+          check_global<spruce::pruner<gr::element, cr::l2, se::exact>, T>({{}, {}, se::exact{r}}, shapes, kind, lim, ++seed);
+        }
 }

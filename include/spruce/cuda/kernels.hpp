@@ -38,11 +38,11 @@ struct scan_status {
   unsigned long long first_nan;
 };
 
-/// Everything a device selection keeps between its kernels, in one allocation.
+/// What a device selection keeps between its kernels, in one allocation (the NaN
+/// statuses, one per tensor, live beside it).
 template <class Key>
 struct select_state {
   radix_plan<Key> plan;
-  scan_status status;
   unsigned long long hist[radix_bins];
 };
 
@@ -65,14 +65,16 @@ __global__ void select_init_kernel(select_state<Key>* s, unsigned long long rank
   if (threadIdx.x == 0) {
     s->plan = radix_plan<Key>{};
     s->plan.rank = rank;
-    s->status = scan_status{0, ~0ull};
   }
 }
 
 /// One radix level: histogram of the current digit of the keys that match the plan's
-/// prefix. NaN keys never match; the first level also records them.
+/// prefix. NaN keys never match; the first level also records them in `nan_status` (null
+/// on the later levels). A global selection runs it once per tensor and level into the
+/// same histogram, each tensor with its own status.
 template <class O, class Src>
-__global__ void __launch_bounds__(block_threads) histogram_kernel(Src src, std::size_t n, select_state<typename O::key_type>* s, bool first) {
+__global__ void __launch_bounds__(block_threads) histogram_kernel(Src src, std::size_t n, select_state<typename O::key_type>* s,
+                                                                  scan_status* nan_status) {
   using Key = typename O::key_type;
   __shared__ unsigned bins[radix_bins];
   for (unsigned b = threadIdx.x; b < radix_bins; b += blockDim.x) bins[b] = 0;
@@ -81,7 +83,7 @@ __global__ void __launch_bounds__(block_threads) histogram_kernel(Src src, std::
   for (std::size_t i = thread_index(); i < n; i += thread_count()) {
     const Key k = O::key(src(i));
     if (!select::valid_key<O>(k)) {
-      if (first) note_nan(&s->status, i);
+      if (nan_status) note_nan(nan_status, i);
       continue;
     }
     if (plan_matches(plan, k)) atomicAdd(&bins[plan_bin(plan, k)], 1u);
@@ -108,8 +110,8 @@ __global__ void nan_scan_kernel(Src src, std::size_t n, scan_status* st) {
 }
 
 template <class Key>
-__global__ void status_init_kernel(scan_status* st) {
-  *st = scan_status{0, ~0ull};
+__global__ void status_init_kernel(scan_status* st, std::size_t count = 1) {
+  for (std::size_t i = thread_index(); i < count; i += thread_count()) st[i] = scan_status{0, ~0ull};
 }
 
 /// Keep bytes when no tie straddles the cut: keep = key > t.
@@ -120,6 +122,7 @@ __global__ void __launch_bounds__(block_threads) mask_kernel(Src src, std::size_
 
 inline constexpr unsigned tie_items = 16;                            // per thread
 inline constexpr std::size_t tie_tile = std::size_t{block_threads} * tie_items;  // per block
+static_assert(tie_tile == tie_tile_size, "the host tests model tiles of tie_tile_size keys");
 
 /// Lower-index ties, pass 1: keys equal to t per tile of tie_tile elements.
 template <class O, class Src>

@@ -8,7 +8,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "spruce/cuda/kernels.hpp"
 #include "spruce/cuda/memory.hpp"
@@ -31,63 +33,119 @@ inline void throw_if_nan(const scan_status& st, const std::string& name) {
   if (st.nan_count) select::detail::throw_nan(name, static_cast<std::size_t>(st.first_nan));
 }
 
-/// MSD radix select of the key of 0-based rank `count - 1` over src(0 .. n): one
-/// histogram pass per 11-bit digit, each followed by a one-thread plan step on the device,
-/// so the host waits once, at the end, for the result and the NaN status. Throws the CPU's
-/// NaN error; requires 1 <= count <= n.
+/// One tensor of a device selection: its key source, size and (for a mask) the device
+/// bytes its keep mask goes to. A global selection passes one per tensor, in order, and
+/// selects over them as if they were concatenated (they never are).
+template <class Src>
+struct device_segment {
+  Src src;
+  std::size_t n;
+  std::uint8_t* mask = nullptr;
+};
+
+/// MSD radix select of the key of 0-based rank `count - 1` over the segments as if
+/// concatenated: one histogram pass per 11-bit digit, each running over every segment into
+/// the same histogram and followed by a one-thread plan step on the device, so the host
+/// waits once, at the end, for the result and the NaN statuses (one per segment). Throws
+/// the CPU's NaN error for the first segment holding a NaN, at its lowest index, named by
+/// `names[i]`; requires 1 <= count <= the total size.
 template <class O, class Src>
-selected<typename O::key_type> radix_select(Src src, std::size_t n, std::size_t count, const std::string& name, stream_ref s) {
+selected<typename O::key_type> radix_select(std::span<const device_segment<Src>> segs, std::size_t count,
+                                            std::span<const std::string> names, stream_ref s) {
   using Key = typename O::key_type;
+  const std::size_t ns = segs.size();
   device_buffer<select_state<Key>> state(1, s);
+  device_buffer<scan_status> st(ns, s);
   select_init_kernel<Key><<<1, block_threads, 0, s>>>(state.data(), count - 1);
+  status_init_kernel<int><<<grid_for(ns), block_threads, 0, s>>>(st.data(), ns);
   for (int level = 0; level < radix_levels<Key>(); ++level) {
-    histogram_kernel<O><<<grid_for(n, 8), block_threads, 0, s>>>(src, n, state.data(), level == 0);
+    for (std::size_t i = 0; i < ns; ++i)
+      if (segs[i].n)
+        histogram_kernel<O><<<grid_for(segs[i].n, 8), block_threads, 0, s>>>(segs[i].src, segs[i].n, state.data(),
+                                                                             level == 0 ? st.data() + i : nullptr);
     plan_step_kernel<Key><<<1, block_threads, 0, s>>>(state.data());
   }
-  check(cudaGetLastError(), "the selection kernels of " + spruce::detail::tensor_label(name));
-  struct {
-    radix_plan<Key> plan;
-    scan_status status;
-  } back{};
-  check(cudaMemcpyAsync(&back.plan, &state.data()->plan, sizeof(back.plan), cudaMemcpyDeviceToHost, s), "selection read-back");
-  check(cudaMemcpyAsync(&back.status, &state.data()->status, sizeof(back.status), cudaMemcpyDeviceToHost, s), "selection read-back");
-  check(cudaStreamSynchronize(s), "the selection of " + spruce::detail::tensor_label(name));
-  throw_if_nan(back.status, name);
-  return {back.plan.prefix, static_cast<std::size_t>(back.plan.less), static_cast<std::size_t>(back.plan.equal)};
+  const std::string what = ns == 1 && !names.empty() ? spruce::detail::tensor_label(names[0]) : std::string("the global selection");
+  check(cudaGetLastError(), "the selection kernels of " + what);
+  radix_plan<Key> plan{};
+  std::vector<scan_status> back(ns);
+  check(cudaMemcpyAsync(&plan, &state.data()->plan, sizeof(plan), cudaMemcpyDeviceToHost, s), "selection read-back");
+  check(cudaMemcpyAsync(back.data(), st.data(), ns * sizeof(scan_status), cudaMemcpyDeviceToHost, s), "selection read-back");
+  check(cudaStreamSynchronize(s), "the selection of " + what);
+  for (std::size_t i = 0; i < ns; ++i) throw_if_nan(back[i], i < names.size() ? names[i] : std::string());
+  return {plan.prefix, static_cast<std::size_t>(plan.less), static_cast<std::size_t>(plan.equal)};
 }
 
-/// NaN check alone (a selection of count 0 still refuses NaN scores, as on the CPU).
+/// radix_select over one tensor.
+template <class O, class Src>
+selected<typename O::key_type> radix_select(Src src, std::size_t n, std::size_t count, const std::string& name, stream_ref s) {
+  const device_segment<Src> one{src, n};
+  return radix_select<O>(std::span<const device_segment<Src>>(&one, 1), count, std::span<const std::string>(&name, 1), s);
+}
+
+/// NaN check alone (a selection of count 0 still refuses NaN scores, as on the CPU): one
+/// status per segment, the first segment with a NaN reported.
+template <class O, class Src>
+void validate_scores(std::span<const device_segment<Src>> segs, std::span<const std::string> names, stream_ref s) {
+  const std::size_t ns = segs.size();
+  device_buffer<scan_status> st(ns, s);
+  status_init_kernel<int><<<grid_for(ns), block_threads, 0, s>>>(st.data(), ns);
+  for (std::size_t i = 0; i < ns; ++i)
+    if (segs[i].n) nan_scan_kernel<O><<<grid_for(segs[i].n, 8), block_threads, 0, s>>>(segs[i].src, segs[i].n, st.data() + i);
+  std::vector<scan_status> back(ns);
+  check(cudaMemcpyAsync(back.data(), st.data(), ns * sizeof(scan_status), cudaMemcpyDeviceToHost, s), "NaN status read-back");
+  check(cudaStreamSynchronize(s), ns == 1 && !names.empty() ? "the NaN check of " + spruce::detail::tensor_label(names[0])
+                                                            : std::string("the NaN check of the global selection"));
+  for (std::size_t i = 0; i < ns; ++i) throw_if_nan(back[i], i < names.size() ? names[i] : std::string());
+}
+
 template <class O, class Src>
 void validate_scores(Src src, std::size_t n, const std::string& name, stream_ref s) {
-  device_buffer<scan_status> st(1, s);
-  status_init_kernel<int><<<1, 1, 0, s>>>(st.data());
-  nan_scan_kernel<O><<<grid_for(n, 8), block_threads, 0, s>>>(src, n, st.data());
-  scan_status back{};
-  check(cudaMemcpyAsync(&back, st.data(), sizeof(back), cudaMemcpyDeviceToHost, s), "NaN status read-back");
-  check(cudaStreamSynchronize(s), "the NaN check of " + spruce::detail::tensor_label(name));
-  throw_if_nan(back, name);
+  const device_segment<Src> one{src, n};
+  validate_scores<O>(std::span<const device_segment<Src>>(&one, 1), std::span<const std::string>(&name, 1), s);
 }
 
-/// Writes the keep bytes of the `count` lowest keys into `m` (device, n bytes), after the
+/// Writes the keep bytes of the `count` lowest keys into every segment's mask, after the
 /// selection: keep = key > t, and with lower-index ties straddling the cut, the first
-/// `count - less` keys equal to t (in flat order) are pruned, the rest kept.
+/// `count - less` keys equal to t (by segment, then flat index) are pruned, the rest kept.
+/// The tie tiles of all segments are numbered in segment order (tile_offsets), so one
+/// exclusive scan over them gives every tile the equal keys before it, earlier tensors
+/// included.
 template <class O, class Src>
-void write_mask(Src src, std::size_t n, const selected<typename O::key_type>& info, std::size_t count, select::tie_break ties,
-                std::uint8_t* m, stream_ref s) {
+void write_masks(std::span<const device_segment<Src>> segs, const selected<typename O::key_type>& info, std::size_t count,
+                 select::tie_break ties, stream_ref s) {
   if (ties == select::tie_break::all_equal || info.less + info.equal == count) {
-    mask_kernel<O><<<grid_for(n, 4), block_threads, 0, s>>>(src, n, info.key, m);
+    for (const auto& sg : segs)
+      if (sg.n) mask_kernel<O><<<grid_for(sg.n, 4), block_threads, 0, s>>>(sg.src, sg.n, info.key, sg.mask);
     check(cudaGetLastError(), "the mask kernel");
     return;
   }
-  const std::size_t tiles = (n + tie_tile - 1) / tie_tile;
+  std::vector<std::size_t> sizes(segs.size());
+  for (std::size_t i = 0; i < segs.size(); ++i) sizes[i] = segs[i].n;
+  const std::vector<std::size_t> off = tile_offsets(sizes, tie_tile);
+  const std::size_t tiles = off.back();
   device_buffer<unsigned long long> eq(tiles, s), before(tiles, s);
-  tie_count_kernel<O><<<static_cast<unsigned>(tiles), block_threads, 0, s>>>(src, n, info.key, eq.data());
+  for (std::size_t i = 0; i < segs.size(); ++i)
+    if (segs[i].n)
+      tie_count_kernel<O><<<static_cast<unsigned>(off[i + 1] - off[i]), block_threads, 0, s>>>(segs[i].src, segs[i].n, info.key,
+                                                                                                 eq.data() + off[i]);
   std::size_t temp_bytes = 0;
   check(cub::DeviceScan::ExclusiveSum(nullptr, temp_bytes, eq.data(), before.data(), tiles, s), "tie scan");
   device_buffer<unsigned char> temp(temp_bytes, s);
   check(cub::DeviceScan::ExclusiveSum(temp.data(), temp_bytes, eq.data(), before.data(), tiles, s), "tie scan");
-  tie_mask_kernel<O><<<static_cast<unsigned>(tiles), block_threads, 0, s>>>(src, n, info.key, before.data(), count - info.less, m);
+  for (std::size_t i = 0; i < segs.size(); ++i)
+    if (segs[i].n)
+      tie_mask_kernel<O><<<static_cast<unsigned>(off[i + 1] - off[i]), block_threads, 0, s>>>(
+          segs[i].src, segs[i].n, info.key, before.data() + off[i], count - info.less, segs[i].mask);
   check(cudaGetLastError(), "the tie mask kernels");
+}
+
+/// write_masks for one tensor into `m` (device, n bytes).
+template <class O, class Src>
+void write_mask(Src src, std::size_t n, const selected<typename O::key_type>& info, std::size_t count, select::tie_break ties,
+                std::uint8_t* m, stream_ref s) {
+  const device_segment<Src> one{src, n, m};
+  write_masks<O>(std::span<const device_segment<Src>>(&one, 1), info, count, ties, s);
 }
 
 /// Runs `f(src)` with the loader for a device view: contiguous or strided.

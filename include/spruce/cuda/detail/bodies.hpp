@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "spruce/core/config.hpp"
@@ -13,6 +15,7 @@
 #include "spruce/core/tensor_ref.hpp"
 #include "spruce/granularity/group_layout.hpp"
 #include "spruce/granularity/detail/n_m_kernels.hpp"
+#include "spruce/prune/global.hpp"
 #include "spruce/prune/group_scores.hpp"
 #include "spruce/select/key.hpp"
 
@@ -131,6 +134,68 @@ SPRUCE_HD constexpr std::uint8_t keep_of(Key k, Key t, bool split, unsigned long
                                          unsigned long long need) noexcept {
   if (split && k == t) return static_cast<std::uint8_t>(equal_before >= need);
   return static_cast<std::uint8_t>(k > t);
+}
+
+/// Elements per tie tile of the mask pass (256 threads x 16 keys): the unit whose equal
+/// keys are counted and scanned when a tie group straddles the cut.
+inline constexpr std::size_t tie_tile_size = 4096;
+
+/// Where each segment's tie tiles start when the tiles of several segments (tensors of a
+/// global selection) are numbered one after another: offsets[i] is the first tile of
+/// segment i, offsets.back() the total. One exclusive scan over the tiles' equal-key counts
+/// then gives every tile the equal keys of all earlier tiles, earlier segments included
+/// (the CPU's "by segment, then index" tie order).
+inline std::vector<std::size_t> tile_offsets(std::span<const std::size_t> sizes, std::size_t tile) {
+  std::vector<std::size_t> off(sizes.size() + 1, 0);
+  for (std::size_t i = 0; i < sizes.size(); ++i) off[i + 1] = off[i] + (sizes[i] + tile - 1) / tile;
+  return off;
+}
+
+// ---- global scope ---------------------------------------------------------------------
+
+/// The rounds of the CPU's global selection with sparsity limits (prune/global.hpp's
+/// global_masks_of), over any selection: `choose(which, count, ties)` returns the keep
+/// bytes (type Keep) of the `count` lowest scores over the parts listed in `which`, as if
+/// concatenated in that order; `pruned(keep)` counts the zeros of one part's bytes (called
+/// only when the limits bound anything). Each round selects the remaining budget over the
+/// parts not yet fixed; a part whose share falls outside its [lo, hi] is fixed at the bound
+/// (exactly, ties by index, on that part alone) and the budget shrinks by it; the rounds
+/// stop when no part is outside its bounds. The device's global scope runs it with device
+/// selections; the host test runs it with the host orchestration and compares the masks
+/// with spruce::global_masks.
+template <class Keep, class Select, class Pruned>
+std::vector<Keep> global_rounds(std::span<const std::size_t> sizes, std::size_t budget, const sparsity_limits& limits,
+                                select::tie_break ties, Select&& choose, Pruned&& pruned) {
+  const std::size_t nt = sizes.size();
+  std::vector<spruce::detail::global_part> bound(nt);
+  for (std::size_t i = 0; i < nt; ++i) bound[i] = spruce::detail::limits_for(sizes[i], limits);
+  std::vector<Keep> keep(nt);
+  std::vector<char> fixed(nt, 0);
+  for (std::size_t round = 0; round <= nt; ++round) {
+    std::vector<std::size_t> free;
+    std::size_t free_total = 0;
+    for (std::size_t i = 0; i < nt; ++i)
+      if (!fixed[i]) free.push_back(i), free_total += sizes[i];
+    if (free.empty()) break;
+    std::vector<Keep> masks = choose(std::span<const std::size_t>(free), budget < free_total ? budget : free_total, ties);
+    const bool bounded = limits.bounded();
+    bool violated = false;
+    for (std::size_t j = 0; j < free.size(); ++j) {
+      const std::size_t i = free[j];
+      const std::size_t cut = bounded ? pruned(masks[j]) : 0;
+      if (bounded && (cut < bound[i].lo || cut > bound[i].hi)) {
+        const std::size_t at = cut < bound[i].lo ? bound[i].lo : bound[i].hi;
+        keep[i] = std::move(choose(std::span<const std::size_t>(&i, 1), at, select::tie_break::lower_index).front());
+        fixed[i] = 1;
+        budget -= budget < at ? budget : at;
+        violated = true;
+      } else {
+        keep[i] = std::move(masks[j]);
+      }
+    }
+    if (!violated) break;
+  }
+  return keep;
 }
 
 // ---- element-wise ---------------------------------------------------------------------
