@@ -58,6 +58,7 @@
 #include "spruce/prune/n_m.hpp"
 #include "spruce/structural/channel_group.hpp"
 #include "spruce/structural/slimming.hpp"
+#include "spruce/structural/graph.hpp"
 #include "spruce/structural/sequential.hpp"
 #include "spruce/sparse/choose.hpp"
 #include "spruce/sparse/conv2d.hpp"

@@ -26,13 +26,19 @@ namespace spruce::structural {
 /// One slice set that must lose the same channels: a named tensor and the axis its
 /// channels run along. `factor` > 1 says each channel spans that many consecutive
 /// positions on the axis — a conv output flattened into a linear layer's inputs
-/// (channel c owns inputs [c*h*w, (c+1)*h*w)). Members must be contiguous row-major.
+/// (channel c owns inputs [c*h*w, (c+1)*h*w)). A member may own only part of its axis, the
+/// way one input of a concatenation owns part of the next layer's input channels: its
+/// channels start `offset` positions into the axis and there are `count` of them (0 = the
+/// rest of the axis); removing them shrinks the whole axis and leaves the positions around
+/// them in place. Members must be contiguous row-major.
 template <class T>
 struct member {
   std::string name;
   tensor_ref<T> view;
   std::size_t axis = 0;
   std::size_t factor = 1;
+  std::size_t offset = 0;
+  std::size_t count = 0;
 };
 
 /// A pruned copy of one member: its name, new shape and packed row-major values.
@@ -76,10 +82,15 @@ class channel_group {
       if (m.axis >= m.view.rank())
         throw error(who + ": axis " + std::to_string(m.axis) + " is out of range for shape " +
                     shape_string(m.view.shape()) + "; pass the axis the channels run along");
-      if (m.factor == 0 || m.view.extent(m.axis) % m.factor)
-        throw error(who + ": axis length " + std::to_string(m.view.extent(m.axis)) +
-                    " is not a multiple of the factor " + std::to_string(m.factor) +
-                    "; pass the spatial size of the flattened conv output");
+      const std::size_t len = m.view.extent(m.axis);
+      if (m.offset > len || m.offset + m.count * m.factor > len)
+        throw error(who + ": " + std::to_string(m.count) + " channels of " + std::to_string(m.factor) +
+                    " positions from offset " + std::to_string(m.offset) + " do not fit axis " +
+                    std::to_string(m.axis) + " of shape " + shape_string(m.view.shape()) +
+                    "; pass the offset and count of this member's part of the axis");
+      if (m.factor == 0 || (m.count == 0 && (len - m.offset) % m.factor))
+        throw error(who + ": axis length " + std::to_string(len - m.offset) + " is not a multiple of the factor " +
+                    std::to_string(m.factor) + "; pass the spatial size of the flattened conv output");
       if (!m.view.is_contiguous())
         throw error(who + " is not contiguous row-major; structural pruning moves memory and needs packed tensors");
     }
@@ -91,11 +102,11 @@ class channel_group {
           throw error("channel group '" + name_ + "': members '" + members_[a].name + "' and '" + members_[b].name +
                       "' share memory; pruning would move it twice — pass each tensor once");
       }
-    channels_ = members_[0].view.extent(members_[0].axis) / members_[0].factor;
+    channels_ = channels_of(members_[0]);
     for (const auto& m : members_)
-      if (m.view.extent(m.axis) / m.factor != channels_)
+      if (channels_of(m) != channels_)
         throw error("channel group '" + name_ + "': member '" + m.name + "' has " +
-                    std::to_string(m.view.extent(m.axis) / m.factor) + " channels along axis " +
+                    std::to_string(channels_of(m)) + " channels along axis " +
                     std::to_string(m.axis) + " but '" + members_[0].name + "' has " + std::to_string(channels_) +
                     "; every member must carry the same channels");
   }
@@ -115,13 +126,19 @@ class channel_group {
   std::vector<std::remove_const_t<T>> importance(const C& c, std::string_view which) const {
     using V = std::remove_const_t<T>;
     const member<T>& m = find(which);
-    granularity::group_layout l;
-    l.rank = m.view.rank();
-    for (std::size_t r = 0; r < l.rank; ++r) {
-      l.extent[r] = m.view.extent(r);
-      l.tile[r] = r == m.axis ? m.factor : std::max<std::size_t>(1, m.view.extent(r));
+    tensor_ref<const V> v(m.view);
+    if (m.offset != 0 || m.count != 0) {  // this member's part of the axis, as a strided view
+      std::vector<std::size_t> shape(m.view.shape().begin(), m.view.shape().end());
+      shape[m.axis] = channels_ * m.factor;
+      v = tensor_ref<const V>(m.view.data() + m.offset * m.view.stride(m.axis), shape, m.view.strides());
     }
-    return group_scores(c, criterion::inputs<V>{tensor_ref<const V>(m.view)}, l, m.name);
+    granularity::group_layout l;
+    l.rank = v.rank();
+    for (std::size_t r = 0; r < l.rank; ++r) {
+      l.extent[r] = v.extent(r);
+      l.tile[r] = r == m.axis ? m.factor : std::max<std::size_t>(1, v.extent(r));
+    }
+    return group_scores(c, criterion::inputs<V>{v}, l, m.name);
   }
 
   /// Reorders every member so that new channel j is old channel order[j]. Throws, changing
@@ -133,15 +150,14 @@ class channel_group {
       throw error("permutation of channel group '" + name_ + "' has " + std::to_string(order.size()) +
                   " entries for " + std::to_string(channels_) + " channels; pass each channel once");
     for (auto& m : members_) {
-      const auto geo = geometry(m);  // not a structured binding: clang 14 cannot capture one
-      const std::size_t outer = geo.first, block = geo.second;
+      const span_geometry geo = geometry(m);
       std::vector<std::remove_const_t<T>> copy(m.view.data(), m.view.data() + m.view.size());
       T* dst = m.view.data();
       const std::size_t channels = channels_;
       // Rows scatter from the private copy, so they are independent: split them.
-      parallel_for(0, outer * channels, [&](std::size_t r) {
+      parallel_for(0, geo.outer * channels, [&](std::size_t r) {
         const std::size_t o = r / channels, j = r % channels;
-        std::memcpy(dst + r * block, copy.data() + (o * channels + order[j]) * block, block * sizeof(T));
+        std::memcpy(dst + geo.at(o, j), copy.data() + geo.at(o, order[j]), geo.block * sizeof(T));
       }, total_work{m.view.size()});
     }
   }
@@ -173,18 +189,22 @@ class channel_group {
     std::vector<std::size_t> kept(keep.begin(), keep.end());
     std::sort(kept.begin(), kept.end());
     for (auto& m : members_) {
-      const auto [outer, block] = geometry(m);
+      const span_geometry geo = geometry(m);
       T* p = m.view.data();
       std::size_t to = 0;
-      for (std::size_t o = 0; o < outer; ++o)
-        for (std::size_t c : kept) {
-          const std::size_t from = (o * channels_ + c) * block;
-          if (from != to) std::memmove(p + to, p + from, block * sizeof(T));  // to <= from: safe forward
-          to += block;
-        }
+      const auto move = [&](std::size_t from, std::size_t n) {
+        if (from != to && n) std::memmove(p + to, p + from, n * sizeof(T));  // to <= from: safe forward
+        to += n;
+      };
+      for (std::size_t o = 0; o < geo.outer; ++o) {
+        move(o * geo.row, geo.lead);
+        for (std::size_t c : kept) move(geo.at(o, c), geo.block);
+        move(geo.at(o, channels_), geo.tail);
+      }
       std::vector<std::size_t> shape(m.view.shape().begin(), m.view.shape().end());
-      shape[m.axis] = kept.size() * m.factor;
+      shape[m.axis] -= (channels_ - kept.size()) * m.factor;
       m.view = tensor_ref<T>(p, shape);
+      if (m.count) m.count = kept.size();
     }
     channels_ = kept.size();
   }
@@ -199,16 +219,20 @@ class channel_group {
     std::sort(kept.begin(), kept.end());
     std::vector<owned_member<std::remove_const_t<T>>> out;
     for (const auto& m : members_) {
-      const auto [outer, block] = geometry(m);
+      const span_geometry geo = geometry(m);
       owned_member<std::remove_const_t<T>> o{m.name, {m.view.shape().begin(), m.view.shape().end()}, {}};
-      o.shape[m.axis] = kept.size() * m.factor;
-      o.data.resize(outer * kept.size() * block);
+      o.shape[m.axis] -= (channels_ - kept.size()) * m.factor;
+      o.data.resize(geo.outer * (geo.lead + kept.size() * geo.block + geo.tail));
       std::size_t to = 0;
-      for (std::size_t r = 0; r < outer; ++r)
-        for (std::size_t c : kept) {
-          std::memcpy(o.data.data() + to, m.view.data() + (r * channels_ + c) * block, block * sizeof(T));
-          to += block;
-        }
+      const auto copy = [&](std::size_t from, std::size_t n) {
+        if (n) std::memcpy(o.data.data() + to, m.view.data() + from, n * sizeof(T));
+        to += n;
+      };
+      for (std::size_t r = 0; r < geo.outer; ++r) {
+        copy(r * geo.row, geo.lead);
+        for (std::size_t c : kept) copy(geo.at(r, c), geo.block);
+        copy(geo.at(r, channels_), geo.tail);
+      }
       out.push_back(std::move(o));
     }
     return out;
@@ -232,12 +256,21 @@ class channel_group {
     for (const auto& m : members_) names += (names.empty() ? "'" : ", '") + m.name + "'";
     throw error("channel group '" + name_ + "' has no member '" + std::string(which) + "'; its members are " + names);
   }
-  // (outer count, contiguous elements per channel and outer index)
-  std::pair<std::size_t, std::size_t> geometry(const member<T>& m) const {
+  static std::size_t channels_of(const member<T>& m) {
+    return m.count ? m.count : (m.view.extent(m.axis) - m.offset) / m.factor;
+  }
+  // Where a member's channels lie: `outer` rows of `row` elements; in each, `lead` elements
+  // before the member's part of the axis, one contiguous `block` per channel, `tail` after.
+  struct span_geometry {
+    std::size_t outer, row, lead, block, tail;
+    std::size_t at(std::size_t o, std::size_t c) const noexcept { return o * row + lead + c * block; }
+  };
+  span_geometry geometry(const member<T>& m) const {
     std::size_t outer = 1, inner = 1;
     for (std::size_t r = 0; r < m.axis; ++r) outer *= m.view.extent(r);
     for (std::size_t r = m.axis + 1; r < m.view.rank(); ++r) inner *= m.view.extent(r);
-    return {outer, inner * m.factor};
+    const std::size_t row = m.view.extent(m.axis) * inner, lead = m.offset * inner, block = m.factor * inner;
+    return {outer, row, lead, block, row - lead - channels_ * block};
   }
   void check_mutable(const char* what) const {
     if (frozen_)
@@ -275,7 +308,7 @@ channel_group<T> join(std::string name, std::span<const channel_group<T>> parts)
                   " channels but '" + parts.front().name() + "' has " + std::to_string(parts.front().channels()) +
                   "; only groups that add together can be joined");
     frozen = frozen || g.frozen();
-    for (const auto& m : g.members()) all.push_back({g.name() + "/" + m.name, m.view, m.axis, m.factor});
+    for (const auto& m : g.members()) all.push_back({g.name() + "/" + m.name, m.view, m.axis, m.factor, m.offset, m.count});
   }
   return channel_group<T>(std::move(name), std::move(all), frozen);
 }

@@ -3,6 +3,7 @@
 #include <array>
 #include <concepts>
 #include <cstddef>
+#include <numeric>
 #include <optional>
 #include <span>
 #include <string>
@@ -14,6 +15,7 @@
 #include "spruce/core/view.hpp"
 #include "spruce/criterion/l2.hpp"
 #include "spruce/structural/channel_group.hpp"
+#include "spruce/structural/graph.hpp"
 
 namespace spruce::structural {
 
@@ -69,10 +71,11 @@ inline std::size_t pool_out(std::size_t in, std::size_t window, std::size_t stri
 }  // namespace detail
 
 /// A sequential backbone, the lab's VGG: conv (-> BN) -> ReLU ... -> classifier. It holds
-/// the current views of every coupled tensor, builds the channel group between layer i and
-/// layer i+1 on demand (conv i's outputs and bias, BN i, the next conv's inputs, or the
-/// classifier's inputs times `spatial` positions after the last conv), and adopts the new
-/// shapes after each prune, so groups that share a tensor never see a stale view.
+/// the current views of every coupled tensor; its groups are those of the chain described
+/// as a structural::graph (conv i's outputs and bias, BN i named `<conv>.bn`, the next
+/// conv's inputs, or the classifier's inputs times `spatial` positions after the last
+/// conv), built on demand, and it adopts the new shapes after each prune, so groups that
+/// share a tensor never see a stale view.
 template <class T>
 class sequential_backbone {
  public:
@@ -127,32 +130,26 @@ class sequential_backbone {
   std::span<const conv_layer> convs() const noexcept { return convs_; }
   const tensor_ref<T>& classifier() const noexcept { return classifier_; }
 
-  /// The channel group of conv i's outputs.
+  /// The channel group of conv i's outputs: the graph's group, its consumer member named
+  /// "next".
   channel_group<T> group(std::size_t i) const {
     if (i >= groups())
       throw error("backbone has " + std::to_string(groups()) + " channel groups; group " + std::to_string(i) +
                   " does not exist");
-    const conv_layer& c = convs_[i];
-    std::vector<member<T>> m{{c.name + ".weight", c.weight, 0}};
-    if (c.bias.rank()) m.push_back({c.name + ".bias", c.bias, 0});
-    if (c.bn) {
-      m.push_back({c.name + ".bn.weight", c.bn->gamma, 0});
-      m.push_back({c.name + ".bn.bias", c.bn->beta, 0});
-      m.push_back({c.name + ".bn.running_mean", c.bn->mean, 0});
-      m.push_back({c.name + ".bn.running_var", c.bn->var, 0});
-    }
-    if (i + 1 < convs_.size()) m.push_back({"next", convs_[i + 1].weight, 1});
-    else m.push_back({"next", classifier_, 1, spatial_});
-    return channel_group<T>(c.name, std::move(m));
+    const graph<T> g = as_graph();
+    const channel_group<T> d = g.group(g.group_of(convs_[i].name));
+    std::vector<member<T>> m(d.members().begin(), d.members().end());
+    const auto& info = g.groups()[g.group_of(convs_[i].name)].members;
+    for (std::size_t k = 0; k < m.size(); ++k)
+      if (info[k].role == member_role::in_weight) m[k].name = "next";
+    return channel_group<T>(d.name(), std::move(m));
   }
 
   /// The lab's channel sorting: every group ordered by the L2 norm of the next layer's
-  /// input slices, most important first.
+  /// input slices, most important first (graph::sort_channels).
   void sort_channels() {
-    for (std::size_t i = 0; i < groups(); ++i) {
-      channel_group<T> g = group(i);
-      g.sort_by(g.importance(criterion::l2{}, "next"));
-    }
+    if (groups() == 0) return;
+    as_graph().sort_channels(criterion::l2{}, member_role::in_weight);
   }
 
   /// Prunes group i to its first `rule.keep(ratio_i, channels)` channels for every ratio
@@ -170,11 +167,16 @@ class sequential_backbone {
                     std::to_string(convs_[i].weight.extent(0)) + " channels of '" + convs_[i].name +
                     "'; lower the ratio or set keep_rule::minimum");
     }
+    if (ratios.empty()) return;
+    graph<T> g = as_graph();
+    channel_plan plan = g.keep_all();
     for (std::size_t i = 0; i < ratios.size(); ++i) {
-      channel_group<T> g = group(i);
-      g.keep_first(keep[i]);
-      adopt(i, g);
+      auto& k = plan.keep[g.group_of(convs_[i].name)];
+      k.resize(keep[i]);
+      std::iota(k.begin(), k.end(), std::size_t{0});
     }
+    g.prune(plan);
+    adopt(g);
   }
 
   /// Per-layer size and cost as report() gives it: the weight shape, parameters (weight,
@@ -233,14 +235,31 @@ class sequential_backbone {
   }
 
  private:
-  void adopt(std::size_t i, const channel_group<T>& g) {
-    conv_layer& c = convs_[i];
-    c.weight = g.view(c.name + ".weight");
-    if (c.bias.rank()) c.bias = g.view(c.name + ".bias");
-    if (c.bn) c.bn = bn_refs{g.view(c.name + ".bn.weight"), g.view(c.name + ".bn.bias"),
-                             g.view(c.name + ".bn.running_mean"), g.view(c.name + ".bn.running_var")};
-    if (i + 1 < convs_.size()) convs_[i + 1].weight = g.view("next");
-    else classifier_ = g.view("next");
+  // The chain as a graph: input -> conv (-> BN `<conv>.bn`) -> ... (-> classifier).
+  graph<T> as_graph() const {
+    graph<T> g;
+    std::string prev = "(input)";
+    g.input(prev, convs_.front().weight.extent(1));
+    for (const conv_layer& c : convs_) {
+      g.conv(c.name, prev, c.weight, c.bias);
+      prev = c.name;
+      if (c.bn) {
+        g.batch_norm(c.name + ".bn", prev, c.bn->gamma, c.bn->beta, c.bn->mean, c.bn->var);
+        prev = c.name + ".bn";
+      }
+    }
+    if (classifier_.rank()) g.linear(classifier_name_, prev, classifier_, tensor_ref<T>{}, spatial_);
+    return g;
+  }
+
+  void adopt(const graph<T>& g) {
+    for (conv_layer& c : convs_) {
+      c.weight = g.view(c.name + ".weight");
+      if (c.bias.rank()) c.bias = g.view(c.name + ".bias");
+      if (c.bn) c.bn = bn_refs{g.view(c.name + ".bn.weight"), g.view(c.name + ".bn.bias"),
+                               g.view(c.name + ".bn.running_mean"), g.view(c.name + ".bn.running_var")};
+    }
+    if (classifier_.rank()) classifier_ = g.view(classifier_name_ + ".weight");
   }
 
   std::vector<conv_layer> convs_;
