@@ -81,7 +81,8 @@ void im2col(const V& input_view, const conv2d_params& p, view_value_t<V>* cols) 
         // Clamped so that src + i + shift stays inside the plane (the first and last valid
         // rows can reach one element past it; those are wrapped columns, zeroed below).
         const auto total = static_cast<std::ptrdiff_t>(plane);
-        const std::ptrdiff_t begin = std::max(static_cast<std::ptrdiff_t>(ylo * ow), -shift);
+        // (A map smaller than the kernel's reach, 1 x 1 under a padded 3 x 3, has -shift > plane.)
+        const std::ptrdiff_t begin = std::min(total, std::max(static_cast<std::ptrdiff_t>(ylo * ow), -shift));
         const std::ptrdiff_t end = std::max(begin, std::min(static_cast<std::ptrdiff_t>(yhi * ow), total - shift));
         std::fill(dst, dst + begin, T(0));
         std::copy(src + begin + shift, src + end + shift, dst + begin);
