@@ -1,7 +1,8 @@
-// Trains the lab's VGG on Fashion-MNIST from scratch on the CPU and saves a safetensors
-// checkpoint (parameters, BN statistics, and the normalisation the model expects), the
-// dense starting point that the pruning examples load. `--eval-only --checkpoint PATH`
-// reports a saved model's test accuracy instead.
+// Trains the lab's VGG (or, with `--model resnet`, the training library's bottleneck
+// ResNet) on Fashion-MNIST from scratch on the CPU and saves a safetensors checkpoint
+// (parameters, BN statistics, and the normalisation the model expects), the dense starting
+// point that the pruning examples load. `--eval-only --checkpoint PATH` reports a saved
+// model's test accuracy instead (the model is read from the checkpoint).
 //
 // Exit codes: 0 success, 1 failure (or accuracy below --min-accuracy), 2 bad arguments,
 // 77 data set not installed (ctest's SKIP_RETURN_CODE).
@@ -30,6 +31,7 @@
 #include "train/lr_schedule.hpp"
 #include "train/model.hpp"
 #include "train/optim.hpp"
+#include "train/resnet.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -51,7 +53,9 @@ constexpr int exit_skip = 77;
 
 struct options {
   fs::path data = train::default_fashion_mnist_dir();
-  double width = 0.125;
+  std::string model = "vgg";
+  std::optional<double> width;        // default 0.125 (vgg), 0.5 (resnet)
+  std::vector<std::size_t> blocks{1, 1, 1};  // resnet: bottleneck blocks per stage
   std::size_t epochs = 20;
   std::size_t batch = 128;
   double lr = 0.1;
@@ -71,7 +75,9 @@ void usage(std::FILE* to) {
   std::fprintf(to,
                "usage: train_dense [options]\n"
                "  --data DIR          Fashion-MNIST directory (default %s)\n"
-               "  --width W           VGG width multiplier (default 0.125)\n"
+               "  --model M           vgg (default) or resnet (bottleneck ResNet, train/resnet.hpp)\n"
+               "  --width W           width multiplier (default 0.125 for vgg, 0.5 for resnet)\n"
+               "  --blocks A,B,C      resnet: bottleneck blocks per stage (default 1,1,1)\n"
                "  --epochs N          training epochs (default 20, about 15 minutes on 2 cores)\n"
                "  --batch N           batch size (default 128)\n"
                "  --lr X              peak learning rate (default 0.1)\n"
@@ -104,6 +110,16 @@ options parse(int argc, char** argv) {
       std::exit(0);
     } else if (flag == "--data") {
       o.data = value();
+    } else if (flag == "--model") {
+      o.model = value();
+      if (o.model != "vgg" && o.model != "resnet")
+        throw usage_error(std::string("--model is vgg or resnet, got '").append(o.model).append("'"));
+    } else if (flag == "--blocks") {
+      o.blocks.clear();
+      std::stringstream in(value());
+      for (std::string item; std::getline(in, item, ',');) o.blocks.push_back(parse_count(flag, item));
+      if (o.blocks.size() != 3 || std::find(o.blocks.begin(), o.blocks.end(), 0u) != o.blocks.end())
+        throw usage_error("--blocks takes three counts >= 1, one per stage (e.g. 1,1,1)");
     } else if (flag == "--width") {
       o.width = parse_number(flag, value());
     } else if (flag == "--epochs") {
@@ -144,6 +160,8 @@ options parse(int argc, char** argv) {
   if (!o.eval_only && o.epochs == 0) throw usage_error("--epochs must be at least 1");
   if (o.batch == 0) throw usage_error("--batch must be at least 1");
   if (o.min_accuracy && !o.eval_only) throw usage_error("--min-accuracy goes with --eval-only");
+  if (!o.width) o.width = o.model == "resnet" ? 0.5 : 0.125;
+  if (!(*o.width > 0)) throw usage_error("--width must be > 0");
   return o;
 }
 
@@ -159,8 +177,13 @@ std::string width_tag(double width) {
 
 // The default output goes to the current directory, never into the source tree: the
 // committed checkpoint (examples/checkpoints/) is written only when --out names it.
-fs::path default_checkpoint(double width) {
-  return fs::path(std::string("vgg_fmnist_").append(width_tag(width)).append(".safetensors"));
+fs::path default_checkpoint(const options& o) {
+  std::string name = o.model + "_fmnist_" + width_tag(*o.width);
+  if (o.model == "resnet") {
+    name += "_b";
+    for (std::size_t b : o.blocks) name += std::to_string(b);
+  }
+  return fs::path(name + ".safetensors");
 }
 
 std::string join(const std::vector<float>& v) {
@@ -202,10 +225,6 @@ int eval_only(const options& o) {
     if (it == meta.end()) return std::nullopt;
     return it->second;
   };
-  train::vgg_config cfg;
-  if (auto w = get("width")) cfg.width = std::stod(*w);
-  if (auto c = get("in_channels")) cfg.in_channels = std::stoul(*c);
-
   train::dataset test = train::load_fashion_mnist(o.data, train::split::test);
   if (o.limit_test) test = train::take_first(test, o.limit_test);
   train::channel_stats stats;
@@ -217,13 +236,33 @@ int eval_only(const options& o) {
   }
   train::normalise(test, stats);
 
-  train::vgg model(cfg);
-  auto tensors = model.parameters();
-  for (auto& b : model.buffers()) tensors.push_back(b);
-  train::load_safetensors(path, tensors);
-  const evaluation e = evaluate(model, test);
-  std::printf("%s: width %g, test accuracy %.4f (%zu images), loss %.4f, %.0f images/s\n",
-              path.string().c_str(), cfg.width, e.accuracy, test.n, e.loss, e.images_per_second);
+  evaluation e;
+  std::string what;
+  if (get("model") == std::optional<std::string>("resnet")) {
+    // The network is whatever the file's shapes describe (dense or pruned).
+    std::map<std::string, std::vector<std::size_t>> shapes;
+    for (const auto& t : train::read_safetensors(path)) shapes[t.name] = {t.shape.begin(), t.shape.end()};
+    train::resnet model(train::resnet_cfg_from_shapes(shapes));
+    auto tensors = model.parameters();
+    for (auto& b : model.buffers()) tensors.push_back(b);
+    train::load_safetensors(path, tensors);
+    e = evaluate(model, test);
+    what = "resnet " + train::describe(model.cfg());
+  } else {
+    train::vgg_config cfg;
+    if (auto w = get("width")) cfg.width = std::stod(*w);
+    if (auto c = get("in_channels")) cfg.in_channels = std::stoul(*c);
+    train::vgg model(cfg);
+    auto tensors = model.parameters();
+    for (auto& b : model.buffers()) tensors.push_back(b);
+    train::load_safetensors(path, tensors);
+    e = evaluate(model, test);
+    char text[64];
+    std::snprintf(text, sizeof text, "width %g", cfg.width);
+    what = text;
+  }
+  std::printf("%s: %s, test accuracy %.4f (%zu images), loss %.4f, %.0f images/s\n", path.string().c_str(),
+              what.c_str(), e.accuracy, test.n, e.loss, e.images_per_second);
   if (o.min_accuracy && e.accuracy < *o.min_accuracy) {
     std::fprintf(stderr, "train_dense: test accuracy %.4f is below the required %.4f\n",
                  e.accuracy, *o.min_accuracy);
@@ -232,17 +271,12 @@ int eval_only(const options& o) {
   return 0;
 }
 
-int train_model(const options& o) {
-  train::dataset data = train::load_fashion_mnist(o.data, train::split::train);
-  train::dataset test = train::load_fashion_mnist(o.data, train::split::test);
-  if (o.limit_train) data = train::take_first(data, o.limit_train);
-  if (o.limit_test) test = train::take_first(test, o.limit_test);
-  const train::channel_stats stats = train::compute_channel_stats(data);
-  train::normalise(data, stats);
-  train::normalise(test, stats);
-
-  const train::vgg_config cfg{o.width, data.c, 10};
-  train::vgg model(cfg, o.seed);
+// The training loop of either model: `describe` is the first log line's model part,
+// `model_meta` the checkpoint's model-specific metadata.
+template <class Model>
+int train_loop(const options& o, Model& model, train::dataset& data, train::dataset& test,
+               const train::channel_stats& stats, const std::string& describe,
+               std::map<std::string, std::string> model_meta) {
   train::sgd_options sgd_opt;
   sgd_opt.lr = o.lr;
   sgd_opt.momentum = o.momentum;
@@ -257,17 +291,15 @@ int train_model(const options& o) {
       o.schedule == "onecycle" && total >= 8
           ? train::lr::one_cycle(o.lr, total)
           : train::lr::warmup_cosine(o.lr, total / 20, total);
-  const fs::path out = o.out ? *o.out : default_checkpoint(o.width);
+  const fs::path out = o.out ? *o.out : default_checkpoint(o);
 
   int threads = 1;
 #ifdef _OPENMP
   threads = omp_get_max_threads();
 #endif
-  std::printf("VGG width %g (channels", o.width);
-  for (std::size_t c : model.channels()) std::printf(" %zu", c);
-  std::printf("), %zu parameters, %.2f M MACs per image; %zu train / %zu test images of %zux%zux%zu; "
+  std::printf("%s, %zu parameters, %.2f M MACs per image; %zu train / %zu test images of %zux%zux%zu; "
               "%zu epochs of %zu batches of %zu; %d threads\n",
-              model.num_parameters(), static_cast<double>(model.macs(data.h, data.w)) / 1e6, data.n,
+              describe.c_str(), model.num_parameters(), static_cast<double>(model.macs(data.h, data.w)) / 1e6, data.n,
               test.n, data.c, data.h, data.w, o.epochs, per_epoch, o.batch, threads);
   std::fflush(stdout);
 
@@ -344,9 +376,9 @@ int train_model(const options& o) {
   char acc_text[32];
   std::snprintf(acc_text, sizeof acc_text, "%.4f", last.accuracy);
   char width_text[32];
-  std::snprintf(width_text, sizeof width_text, "%.17g", o.width);
-  const std::map<std::string, std::string> metadata = {
-      {"model", "vgg"},
+  std::snprintf(width_text, sizeof width_text, "%.17g", *o.width);
+  std::map<std::string, std::string> metadata = {
+      {"model", o.model},
       {"dataset", "fashion-mnist"},
       {"width", width_text},
       {"in_channels", std::to_string(data.c)},
@@ -357,12 +389,43 @@ int train_model(const options& o) {
       {"test_accuracy", acc_text},
       {"seed", std::to_string(o.seed)},
       {"normalise_mean", join(stats.mean)},
-      {"normalise_std", join(stats.stddev)}};
+      {"normalise_std", join(stats.stddev)},
+      {"batch", std::to_string(o.batch)},
+      {"lr", std::to_string(o.lr)},
+      {"schedule", o.schedule}};
+  metadata.merge(model_meta);
   train::save_safetensors(out, tensors, metadata);
   std::printf("saved %s (test accuracy %.4f) after %s (train %.0f s, eval %.0f s)\n",
               out.string().c_str(), last.accuracy, clock_text(seconds_since(run_start)).c_str(),
               train_seconds, eval_seconds);
   return 0;
+}
+
+int train_model(const options& o) {
+  train::dataset data = train::load_fashion_mnist(o.data, train::split::train);
+  train::dataset test = train::load_fashion_mnist(o.data, train::split::test);
+  if (o.limit_train) data = train::take_first(data, o.limit_train);
+  if (o.limit_test) test = train::take_first(test, o.limit_test);
+  const train::channel_stats stats = train::compute_channel_stats(data);
+  train::normalise(data, stats);
+  train::normalise(test, stats);
+  char text[64];
+  if (o.model == "resnet") {
+    train::resnet model(train::resnet_channels(*o.width, o.blocks, data.c, 10), o.seed);
+    std::snprintf(text, sizeof text, "ResNet width %g, blocks %zu,%zu,%zu", *o.width, o.blocks[0], o.blocks[1],
+                  o.blocks[2]);
+    const std::string cfg = train::describe(model.cfg());
+    return train_loop(o, model, data, test, stats, std::string(text) + " (" + cfg + ")",
+                      {{"blocks", std::to_string(o.blocks[0]) + "," + std::to_string(o.blocks[1]) + "," +
+                                      std::to_string(o.blocks[2])},
+                       {"cfg", cfg}});
+  }
+  train::vgg model(train::vgg_config{*o.width, data.c, 10}, o.seed);
+  std::snprintf(text, sizeof text, "VGG width %g (channels", *o.width);
+  std::string line = text;
+  for (std::size_t c : model.channels()) line.append(" ").append(std::to_string(c));
+  line.append(")");
+  return train_loop(o, model, data, test, stats, line, {});
 }
 
 }  // namespace

@@ -109,12 +109,13 @@ TEST_CASE("resnet_channels: the dense design, its names, parameter count and MAC
   CHECK(bufs.size() == 2 * bns);
   CHECK(std::none_of(params.begin(), params.end(), [](const auto& p) { return p.name == "stage1.1.downsample.0.weight"; }));
 
-  // MACs by hand at 28 x 28: stem 1->8 3x3 at 784; stage1 at 784 (two blocks, one projection
-  // 8->32); stage2: conv1 at 784, the rest at 196; stage3: conv1 at 196, the rest at 49.
+  // MACs by hand at 28 x 28: stem 1->8 3x3 at 784, pooled to 14 x 14; stage1 at 196 (two
+  // blocks, one projection 8->32); stage2: conv1 at 196, the rest at 49; stage3: conv1 at
+  // 49, the rest at 16 (7 -> 4 with stride 2 and padding 1).
   const std::uint64_t stem = 8 * 9 * 784;
-  const std::uint64_t s1 = (8 * 8 + 8 * 8 * 9 + 8 * 32 + 8 * 32) * 784 + (32 * 8 + 8 * 8 * 9 + 8 * 32) * 784;
-  const std::uint64_t s2 = 32 * 16 * 784 + (16 * 16 * 9 + 16 * 64 + 32 * 64) * 196;
-  const std::uint64_t s3 = 64 * 32 * 196 + (32 * 32 * 9 + 32 * 128 + 64 * 128) * 49;
+  const std::uint64_t s1 = (8 * 8 + 8 * 8 * 9 + 8 * 32 + 8 * 32) * 196 + (32 * 8 + 8 * 8 * 9 + 8 * 32) * 196;
+  const std::uint64_t s2 = 32 * 16 * 196 + (16 * 16 * 9 + 16 * 64 + 32 * 64) * 49;
+  const std::uint64_t s3 = 64 * 32 * 49 + (32 * 32 * 9 + 32 * 128 + 64 * 128) * 16;
   CHECK(m.macs(28, 28) == stem + s1 + s2 + s3 + 10 * 128);
 
   CHECK(contains(error_of([] { train::resnet_channels(0); }), "width"));
@@ -166,25 +167,25 @@ TEST_CASE("resnet cfg: read back from shapes, dense and pruned; bad cfgs and sha
 
 TEST_CASE("resnet gradients match central differences through the whole network (double)") {
   // Width 1/8: stem 2, planes 2 / 4 / 8, outputs 8 / 16 / 32; stage 1 has a projection and an
-  // identity block. 8 x 8 inputs go 8 -> 8 -> 4 -> 2.
+  // identity block. 12 x 12 inputs go 12 -> 6 (pool) -> 6 -> 3 -> 2, so every 3x3 tap is used.
   const std::array<std::size_t, 3> blocks{2, 1, 1};
   train::basic_resnet<double> model(train::resnet_channels(0.125, blocks, 1, 3), 5);
   perturb_bn(model, 11);
   std::mt19937_64 rng(3);
   std::uniform_real_distribution<double> u(-1, 1);
   const std::size_t n = 3;
-  std::vector<double> images(n * 8 * 8);
+  std::vector<double> images(n * 12 * 12);
   for (double& v : images) v = u(rng);
   const std::int32_t labels[] = {0, 2, 1};
 
   train::softmax_cross_entropy<double> ce;
-  ce.forward(model.forward(images, n, 8, 8), labels);
+  ce.forward(model.forward(images, n, 12, 12), labels);
   train::tensor<double> dlogits;
   ce.backward(dlogits);
   model.backward(dlogits);
   const auto loss = [&] {
     train::softmax_cross_entropy<double> probe;
-    return probe.forward(model.forward(images, n, 8, 8), labels);
+    return probe.forward(model.forward(images, n, 12, 12), labels);
   };
   auto params = model.parameters();
   auto grads = model.gradients();

@@ -276,7 +276,8 @@ template <class T>
 const tensor<T>& basic_resnet<T>::run() {
   stem_conv_.forward(input_, stem_c_);
   stem_bn_.forward(stem_c_, stem_a_, training_);
-  const tensor<T>* x = &stem_a_;
+  stem_pool_.forward(stem_a_, stem_p_);
+  const tensor<T>* x = &stem_p_;
   for (auto& stage : stages_)
     for (auto& k : stage) {
       k.conv1.forward(*x, k.c1);
@@ -317,8 +318,8 @@ void basic_resnet<T>::backward(const tensor<T>& dlogits) {
     for (std::size_t b = stages_[s].size(); b-- > 0;) {
       block& k = stages_[s][b];
       const bool first = s == 0 && b == 0;
-      const tensor<T>& x = first ? stem_a_ : b > 0 ? stages_[s][b - 1].out : stages_[s - 1].back().out;
-      tensor<T>& dx = first ? d_stem_ : b > 0 ? stages_[s][b - 1].d_out : stages_[s - 1].back().d_out;
+      const tensor<T>& x = first ? stem_p_ : b > 0 ? stages_[s][b - 1].out : stages_[s - 1].back().out;
+      tensor<T>& dx = first ? d_stem_p_ : b > 0 ? stages_[s][b - 1].d_out : stages_[s - 1].back().d_out;
       r.backward(k.out, k.d_out, k.d_sum);
       k.bn3.backward(k.c3, k.d_sum, &k.d3);
       k.conv3.backward(k.a2, k.d3, &k.d2);
@@ -334,6 +335,7 @@ void basic_resnet<T>::backward(const tensor<T>& dlogits) {
         accumulate(dx, k.d_sum);
       }
     }
+  stem_pool_.backward(stem_a_, d_stem_p_, d_stem_);
   stem_bn_.backward(stem_c_, d_stem_, &d_stem_);
   stem_conv_.backward(input_, d_stem_, nullptr);
 }
@@ -425,6 +427,8 @@ std::uint64_t basic_resnet<T>::macs(std::size_t h, std::size_t w) const {
     return spruce::conv2d_macs({s[0], s[1], s[2], s[3]}, ch, cw);
   };
   std::uint64_t total = conv(stem_conv_, h, w);
+  h = spruce::pool2d_output_extent(h, 2);
+  w = spruce::pool2d_output_extent(w, 2);
   for (const auto& stage : stages_)
     for (const auto& k : stage) {
       std::size_t bh = h, bw = w;

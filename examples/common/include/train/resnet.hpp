@@ -37,7 +37,8 @@ struct resnet_stage_cfg {
   bool operator==(const resnet_stage_cfg&) const = default;
 };
 
-/// Every channel count of the network, layer by layer: the stem (3x3 conv + BN + ReLU), the
+/// Every channel count of the network, layer by layer: the stem (3x3 conv + BN + ReLU + 2x2
+/// max pool), the
 /// stages, and the classifier's classes. A dense network comes from resnet_channels(); a
 /// pruned one is this list with smaller numbers (read back from a checkpoint's shapes by
 /// resnet_cfg_from_shapes), so no width rule has to be re-derived after pruning.
@@ -50,8 +51,10 @@ struct resnet_cfg {
 };
 
 /// The dense bottleneck ResNet at `width`: three stages of planes round(16w), round(32w),
-/// round(64w) with expansion 4 (stage outputs 4x planes), strides 1, 2, 2 (28 -> 28 -> 14 ->
-/// 7), `blocks[s]` blocks in stage s and a stem of round(16w) channels. Throws spruce::error
+/// round(64w) with expansion 4 (stage outputs 4x planes), a stem of round(16w) channels whose
+/// 2x2 max pool halves the map, then strides 1, 2, 2 (28 -> 14 -> 14 -> 7 -> 4), and `blocks[s]`
+/// blocks in stage s. Like ImageNet ResNets (stride-2 stem and pool), the stages start at a
+/// reduced map: at 28 x 28 the pool cuts the MACs about fourfold for a small accuracy cost. Throws spruce::error
 /// for a non-positive width, one that leaves a layer without channels, or a stage count
 /// other than three, or a stage without blocks.
 resnet_cfg resnet_channels(double width, std::span<const std::size_t> blocks = {}, std::size_t in_channels = 1,
@@ -67,7 +70,7 @@ resnet_cfg resnet_cfg_from_shapes(const std::map<std::string, std::vector<std::s
 std::string describe(const resnet_cfg& cfg);
 
 /// The bottleneck ResNet (torchvision's v1.5 Bottleneck: the stride sits on the 3x3 conv):
-/// stem conv3x3 -> BN -> ReLU, then per block
+/// stem conv3x3 -> BN -> ReLU -> 2x2 max pool, then per block
 ///   relu(bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))) + shortcut(x))
 /// with shortcut = bn(conv1x1 stride s)(x) on each stage's first block and x otherwise,
 /// then the mean over H x W and a linear classifier. Convolutions have no bias. Parameter
@@ -94,7 +97,7 @@ class basic_resnet {
   bool training() const noexcept { return training_; }
 
   /// Logits [n, num_classes] of `n` images of in_channels x h x w (NCHW, copied in). Throws
-  /// spruce::error for n == 0 or a size mismatch.
+  /// spruce::error for n == 0, a size mismatch, or a map under 2 x 2 (the stem's pool).
   const tensor<T>& forward(std::span<const T> images, std::size_t n, std::size_t h, std::size_t w);
   /// forward() of an NCHW tensor; throws when its channel count is not in_channels.
   const tensor<T>& forward(const tensor<T>& images);
@@ -134,10 +137,11 @@ class basic_resnet {
   bool training_ = true;
   conv2d<T> stem_conv_;
   batchnorm2d<T> stem_bn_;
+  max_pool2d<T> stem_pool_;
   std::vector<std::vector<block>> stages_;
   global_avg_pool<T> gap_;
   linear<T> fc_;
-  tensor<T> input_, stem_c_, stem_a_, d_stem_, features_, logits_, d_features_;
+  tensor<T> input_, stem_c_, stem_a_, stem_p_, d_stem_, d_stem_p_, features_, logits_, d_features_;
 };
 
 /// A network rebuilt from named tensors — a pruned network's, whose channel groups were
