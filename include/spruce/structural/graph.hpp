@@ -646,7 +646,8 @@ class graph {
           throw error("graph: the plan for group '" + g.name + "' lists channel " + std::to_string(c) + " twice; list each once");
       }
       if (k.size() != g.channels && (g.frozen || !a.unsupported[i].empty()))
-        throw error("graph: group '" + g.name + "' is frozen (" + (g.frozen ? g.frozen_reason : a.unsupported[i]) +
+        throw error("graph: group '" + g.name + (g.frozen ? "' is frozen (" + g.frozen_reason
+                                                          : "' cannot be moved as one (" + a.unsupported[i]) +
                     "); its plan entry must keep all " + std::to_string(g.channels) + " channels");
     }
   }
@@ -783,7 +784,7 @@ class graph {
             const value& y = *in[k];
             if (y.channels() != x.channels())
               throw error("graph: " + who(L) + " adds " + from(0) + " (" + std::to_string(x.channels()) + " channels) and " +
-                          from(k) + " (" + std::to_string(y.channels()) + "); the inputs of an addition must carry the same "
+                          from(k) + " (" + std::to_string(y.channels()) + " channels); the inputs of an addition must carry the same "
                           "channels");
             if (x.flat != y.flat || (x.known() && y.known() && (x.h != y.h || x.w != y.w)))
               throw error("graph: " + who(L) + " adds " + from(0) + " at " + size_text(x) + " and " + from(k) + " at " +
@@ -831,6 +832,24 @@ class graph {
           v.h = v.w = 1;
           break;
       }
+    }
+
+    // Two layers over one buffer would have it moved twice (by two groups).
+    struct extent_of {
+      const T* begin;
+      const T* end;
+      std::size_t layer;
+    };
+    std::vector<extent_of> spans;
+    for (std::size_t l = 0; l < layers_.size(); ++l)
+      for (const auto& t : layers_[l].t)
+        if (t.rank() && t.size()) spans.push_back({t.data(), t.data() + t.size(), l});
+    std::sort(spans.begin(), spans.end(), [](const extent_of& x, const extent_of& y) { return x.begin < y.begin; });
+    for (std::size_t k = 1, far = 0; k < spans.size(); ++k) {
+      if (spans[k].begin < spans[far].end)
+        throw error("graph: " + who(layers_[spans[far].layer]) + " and " + who(layers_[spans[k].layer]) +
+                    " share tensor memory; pruning would move it twice — give each layer its own tensors");
+      if (spans[k].end > spans[far].end) far = k;
     }
 
     // Classes of coupled spaces become groups, ordered by their first producer.
