@@ -215,6 +215,85 @@ void test_csr() {
   }
 }
 
+template <class T>
+void test_formats() {
+  namespace gr = spruce::granularity;
+  for (const char* kind : {"normal", "zeros80", "equal", "signed_zero_inf"})
+    for (const auto& shape : std::vector<std::vector<std::size_t>>{{256, 320}, {37, 53}, {1, 1}, {64, 13}}) {
+      const std::size_t rows = shape[0], cols = shape[1], nb = 48;
+      const auto h = make_input<T>(kind, rows * cols, rows + cols);
+      on_device<T> d(h, shape);
+      const spruce::tensor_ref<const T> hv(h.data(), shape);
+      const auto bh = make_input<T>("normal", cols * nb, 12);
+      on_device<T> b(bh, {cols, nb});
+      // Block-sparse: arrays bit for bit; the cuSPARSE product to rounding (whole blocks).
+      const spruce::mask hm = spruce::magnitude_mask(hv, spruce::selection::exact{0.9});
+      const auto dm = spruce::cuda::device_mask::from_host(hm);
+      for (const auto& [br, bc] : std::vector<std::pair<std::size_t, std::size_t>>{{4, 4}, {2, 8}, {3, 5}, {1, 1}}) {
+        ctx = std::string("block-sparse ") + kind + " " + spruce::shape_string(shape) + " " + std::to_string(br) + "x" + std::to_string(bc);
+        const auto hb = spruce::sparse::block_sparse_matrix<T>::from_dense(hv, hm, br, bc);
+        const auto db = spruce::cuda::block_sparse_from_dense(d.view(), dm, br, bc);
+        const auto back = db.to_host();
+        EXPECT(back.row_ptr() == hb.row_ptr() && back.col_idx() == hb.col_idx());
+        EXPECT(back.values().size() == hb.values().size() &&
+               std::memcmp(back.values().data(), hb.values().data(), hb.values().size() * sizeof(T)) == 0);
+        if (rows % br == 0 && cols % bc == 0 && br > 1 && br == bc && std::string(kind) == "normal") {
+          on_device<T> c(std::vector<T>(rows * nb, T(0)), {rows, nb});
+          spruce::cuda::bsr_product<T> prod(db);
+          prod(b.view(), c.view());
+          prod(b.view(), c.view());  // the cached plan again
+          std::vector<T> ch(rows * nb, T(0));
+          spmm(hb, spruce::tensor_ref<const T>(bh.data(), std::vector<std::size_t>{cols, nb}),
+               spruce::tensor_ref<T>(ch.data(), std::vector<std::size_t>{rows, nb}), T(1), T(0));
+          const auto cd = c.download();
+          double worst = 0;
+          for (std::size_t i = 0; i < ch.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(ch[i]) - cd[i]));
+          EXPECT(worst < 1e-4);
+        }
+      }
+      // N:M: arrays bit for bit, and the exact product bit for bit (K within one CPU slice).
+      for (const auto& [n, m] : std::vector<std::pair<std::size_t, std::size_t>>{{2, 4}, {1, 4}, {3, 8}, {5, 16}}) {
+        ctx = std::string("N:M ") + kind + " " + spruce::shape_string(shape) + " " + std::to_string(n) + ":" + std::to_string(m);
+        const spruce::granularity::n_m_pattern p{n, m};
+        const spruce::mask hk = spruce::n_m_mask(hv, p);
+        const auto dk = spruce::n_m_mask(d.view(), p);
+        const auto hn = spruce::sparse::n_m_matrix<T>::from_dense(hv, hk, n, m);
+        const auto dn = spruce::cuda::n_m_from_dense(d.view(), dk, n, m);
+        const auto back = dn.to_host();
+        EXPECT(back.positions() == hn.positions());
+        EXPECT(std::memcmp(back.values().data(), hn.values().data(), hn.values().size() * sizeof(T)) == 0);
+        if (cols <= 64) {
+          for (const T beta : {T(0), T(0.5)}) {
+            const auto c0 = make_input<T>("normal", rows * nb, 13);
+            on_device<T> c(c0, {rows, nb});
+            std::vector<T> ch = c0;
+            spruce::cuda::spmm(dn, b.view(), c.view(), T(1.5), beta);
+            spmm(hn, spruce::tensor_ref<const T>(bh.data(), std::vector<std::size_t>{cols, nb}),
+                 spruce::tensor_ref<T>(ch.data(), std::vector<std::size_t>{rows, nb}), T(1.5), beta);
+            const auto cd = c.download();
+            EXPECT(std::memcmp(cd.data(), ch.data(), ch.size() * sizeof(T)) == 0);
+          }
+        }
+      }
+      // A mask without the pattern: the CPU's refusal, word for word.
+      if (cols >= 4) {
+        ctx = std::string("N:M refusal ") + kind;
+        const std::string he = error_of([&] { (void)spruce::sparse::n_m_matrix<T>::from_dense(hv, hm, 1, 4); });
+        const std::string de = error_of([&] { (void)spruce::cuda::n_m_from_dense(d.view(), dm, 1, 4); });
+        EXPECT(he == de);
+      }
+    }
+  // Bad input at the host boundary: another shape, a null device pointer.
+  ctx = "format errors";
+  on_device<T> d(make_input<T>("normal", 64, 1), {8, 8});
+  spruce::cuda::device_mask other(std::vector<std::size_t>{4, 16}, {});
+  EXPECT(error_of([&] { (void)spruce::cuda::block_sparse_from_dense(d.view(), other, 4, 4, "fc.weight"); }).find("fc.weight") != std::string::npos);
+  EXPECT(error_of([&] { (void)spruce::cuda::n_m_from_dense(d.view(), other, 2, 4, "fc.weight"); }).find("fc.weight") != std::string::npos);
+  spruce::cuda::view<const T, 2> null_view(nullptr, spruce::extents<2>(8, 8));
+  const auto dm = spruce::cuda::device_mask::from_host(spruce::magnitude_mask(spruce::tensor_ref<const T>(d.download().data(), std::vector<std::size_t>{8, 8}), spruce::selection::exact{0.5}));
+  EXPECT(error_of([&] { (void)spruce::cuda::block_sparse_from_dense(null_view, dm, 4, 4, "fc.weight"); }).find("null pointer") != std::string::npos);
+}
+
 template <class T, class P>
 void check_pruner(const P& pr, const std::vector<std::size_t>& shape, const char* kind, const char* what) {
   const std::size_t n = spruce::shape_size(shape);
@@ -433,6 +512,8 @@ int main() {
     test_n_m<double>();
     test_errors<float>();
     test_csr<float>();
+    test_formats<float>();
+    test_formats<double>();
     test_pruner<float>();
     test_pruner<double>();
     test_masked_parameters<float>();

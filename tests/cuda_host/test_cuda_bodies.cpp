@@ -467,3 +467,118 @@ TEST_CASE_TEMPLATE("device global scope orchestration gives the CPU's global mas
           check_global<spruce::pruner<gr::element, cr::l2, se::exact>, T>({{}, {}, se::exact{r}}, shapes, kind, lim, ++seed);
         }
 }
+
+TEST_CASE_TEMPLATE("device block-sparse bodies write sparse::block_sparse_matrix's arrays", T, float, double) {
+  const std::vector<std::pair<std::size_t, std::size_t>> blocks = {{4, 4}, {1, 1}, {2, 8}, {3, 5}, {8, 1}};
+  for (const char* kind : kinds)
+    for (const auto& shape : std::vector<std::vector<std::size_t>>{{37, 53}, {1, 1}, {16, 16}, {9, 200}})
+      for (const auto& [br, bc] : blocks) {
+        CAPTURE(kind);
+        CAPTURE(br);
+        CAPTURE(bc);
+        CAPTURE(spruce::shape_string(shape));
+        const std::size_t rows = shape[0], cols = shape[1];
+        const auto w = input<T>(kind, rows * cols, 31 + br * 7 + bc);
+        const spruce::tensor_ref<const T> v(w.data(), shape);
+        const spruce::mask m = spruce::magnitude_mask(v, spruce::selection::exact{0.9});
+        const auto cpu = spruce::sparse::block_sparse_matrix<T>::from_dense(v, m, br, bc);
+        // The device passes: a hit flag per block, an exclusive scan (block index of each
+        // stored block), row_ptr from the scan at each block row's first block, the writes.
+        const std::size_t nbr = (rows + br - 1) / br, nbc = (cols + bc - 1) / bc;
+        std::vector<unsigned long long> flag(nbr * nbc), at(nbr * nbc + 1, 0);
+        for (std::size_t b = 0; b < flag.size(); ++b) flag[b] = cd::block_hit(m.data(), rows, cols, br, bc, b / nbc, b % nbc);
+        for (std::size_t b = 0; b < flag.size(); ++b) at[b + 1] = at[b] + flag[b];
+        std::vector<std::int32_t> row_ptr(nbr + 1), col(at.back());
+        std::vector<T> val(at.back() * br * bc);
+        for (std::size_t bi = 0; bi <= nbr; ++bi) row_ptr[bi] = static_cast<std::int32_t>(at[bi * nbc]);
+        for (std::size_t b = 0; b < flag.size(); ++b)
+          if (flag[b]) {
+            col[at[b]] = static_cast<std::int32_t>(b % nbc);
+            cd::block_write(w.data(), m.data(), rows, cols, br, bc, b / nbc, b % nbc, val.data() + at[b] * br * bc);
+          }
+        CHECK(row_ptr == cpu.row_ptr());
+        CHECK(col == cpu.col_idx());
+        REQUIRE(val.size() == cpu.values().size());
+        CHECK(std::memcmp(val.data(), cpu.values().data(), val.size() * sizeof(T)) == 0);
+      }
+}
+
+namespace {
+
+/// The device N:M compression: a kept count per group (any above n is refused), then one
+/// "thread" per chunk of `step` groups writing its values and position bytes.
+template <class T>
+spruce::sparse::n_m_matrix<T> host_n_m_compress(const std::vector<T>& w, const spruce::mask& m, std::size_t rows, std::size_t cols,
+                                                std::size_t n, std::size_t mm) {
+  const std::size_t bits = spruce::sparse::n_m_matrix<T>::index_bits_for(mm), groups = (cols + mm - 1) / mm;
+  const std::size_t rb = (groups * n * bits + 7) / 8, step = spruce::sparse::detail::n_m_step_groups(n, bits);
+  std::vector<T> values(rows * groups * n, T(-7));  // poison: every slot must be written
+  std::vector<std::uint8_t> pos(rows * rb, 0xA5);
+  for (std::size_t i = 0; i < rows; ++i)
+    for (std::size_t g0 = 0; g0 < groups; g0 += step)
+      cd::n_m_write_groups(w.data() + i * cols, m.data() + i * cols, cols, n, mm, bits, g0, std::min(groups, g0 + step), groups, rb,
+                           values.data() + i * groups * n, pos.data() + i * rb);
+  return spruce::sparse::n_m_matrix<T>::from_parts(rows, cols, n, mm, std::move(values), std::move(pos));
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("device N:M bodies compress into sparse::n_m_matrix's arrays and multiply as its spmm", T, float, double) {
+  namespace gr = spruce::granularity;
+  const std::vector<std::pair<std::size_t, std::size_t>> patterns = {{2, 4}, {1, 4}, {3, 4}, {1, 2}, {2, 8}, {3, 7}, {5, 16}, {17, 33}, {0, 4}};
+  for (const char* kind : kinds)
+    for (const auto& shape : std::vector<std::vector<std::size_t>>{{8, 16}, {5, 13}, {1, 1}, {33, 48}, {3, 70}})
+      for (const auto& [n, mm] : patterns) {
+        CAPTURE(kind);
+        CAPTURE(n);
+        CAPTURE(mm);
+        CAPTURE(spruce::shape_string(shape));
+        const std::size_t rows = shape[0], cols = shape[1];
+        const auto w = input<T>(kind, rows * cols, 17 * n + mm);
+        const spruce::tensor_ref<const T> v(w.data(), shape);
+        spruce::mask m = spruce::n_m_mask(v, gr::n_m_pattern{n, mm});
+        // Fewer than n kept in some groups (fillers), from a magnitude cut on top.
+        const spruce::mask cut = spruce::magnitude_mask(v, spruce::selection::exact{0.3});
+        spruce::byte_buffer both(m.size());
+        for (std::size_t i = 0; i < both.size(); ++i) both[i] = m.data()[i] & cut.data()[i];
+        for (const spruce::mask* keep : {&m}) {
+          const auto cpu = spruce::sparse::n_m_matrix<T>::from_dense(v, *keep, n, mm);
+          const auto dev = host_n_m_compress(w, *keep, rows, cols, n, mm);
+          CHECK(dev.positions() == cpu.positions());
+          REQUIRE(dev.values().size() == cpu.values().size());
+          CHECK(std::memcmp(dev.values().data(), cpu.values().data(), dev.values().size() * sizeof(T)) == 0);
+        }
+        const spruce::mask fewer = spruce::mask::adopt(shape, std::move(both));
+        const auto cpu = spruce::sparse::n_m_matrix<T>::from_dense(v, fewer, n, mm);
+        const auto dev = host_n_m_compress(w, fewer, rows, cols, n, mm);
+        CHECK(dev.positions() == cpu.positions());
+        CHECK(std::memcmp(dev.values().data(), cpu.values().data(), dev.values().size() * sizeof(T)) == 0);
+        // A group keeping more than n is what the device's count pass refuses; the CPU too.
+        if (n + 1 < mm && cols >= mm) {
+          spruce::byte_buffer over(m.data(), m.data() + m.size());
+          for (std::size_t q = 0; q <= n; ++q) over[q] = 1;
+          CHECK(cd::n_m_group_kept(over.data(), cols, mm, 0) > n);
+          CHECK_THROWS_AS((void)spruce::sparse::n_m_matrix<T>::from_dense(v, spruce::mask::adopt(shape, std::move(over)), n, mm),
+                          spruce::error);
+        }
+        // The product: one "thread" per output (i, j) against sparse::spmm (K within one
+        // CPU slice), beta 0 and beta != 0.
+        for (const std::size_t nb : {1, 5, 64}) {
+          const auto b = input<T>("normal", cols * nb, nb + 3);
+          const auto c0 = input<T>("normal", rows * nb, nb + 4);
+          for (const T beta : {T(0), T(0.5)}) {
+            std::vector<T> ref = c0, mine = c0;
+            spruce::sparse::spmm(cpu, spruce::tensor_ref<const T>(b.data(), std::vector<std::size_t>{cols, nb}),
+                                 spruce::tensor_ref<T>(ref.data(), std::vector<std::size_t>{rows, nb}), T(1.5), beta);
+            const std::size_t groups = cpu.groups_per_row(), rb = cpu.row_bytes();
+            for (std::size_t i = 0; i < rows; ++i)
+              for (std::size_t j = 0; j < nb; ++j) {
+                const T acc = cd::n_m_dot(cpu.values().data() + i * groups * n, cpu.positions().data() + i * rb, groups, n, mm,
+                                          cpu.index_bits(), cols, b.data(), nb, j);
+                mine[i * nb + j] = cd::spmm_store_one(acc, T(1.5), beta, mine[i * nb + j]);
+              }
+            CHECK(std::memcmp(mine.data(), ref.data(), ref.size() * sizeof(T)) == 0);
+          }
+        }
+      }
+}

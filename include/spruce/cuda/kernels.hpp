@@ -248,4 +248,73 @@ __global__ void csr_write_kernel(const T* __restrict__ dense, const std::uint8_t
   }
 }
 
+/// Block-sparse compression, pass 1: a hit flag per block (thread per block, row-major
+/// block order); flag[nblocks] stays 0, so an exclusive scan over nblocks + 1 flags ends
+/// with the stored-block count.
+template <int = 0>  // a template: a header kernel defined once per program
+__global__ void block_flag_kernel(const std::uint8_t* __restrict__ keep, std::size_t rows, std::size_t cols, std::size_t br,
+                                         std::size_t bc, std::size_t nbc, std::size_t nblocks, unsigned long long* __restrict__ flag) {
+  for (std::size_t b = thread_index(); b <= nblocks; b += thread_count())
+    flag[b] = b < nblocks ? block_hit(keep, rows, cols, br, bc, b / nbc, b % nbc) : 0;
+}
+
+/// Block-sparse compression, pass 2: every stored block writes its column index and its
+/// br * bc values at its scanned position; block row bi starts at at[bi * nbc].
+template <class T, class Index>
+__global__ void block_write_kernel(const T* __restrict__ dense, const std::uint8_t* __restrict__ keep, std::size_t rows, std::size_t cols,
+                                   std::size_t br, std::size_t bc, std::size_t nbr, std::size_t nbc, const unsigned long long* __restrict__ flag,
+                                   const unsigned long long* __restrict__ at, Index* __restrict__ row_ptr, Index* __restrict__ col_idx,
+                                   T* __restrict__ values) {
+  const std::size_t nblocks = nbr * nbc;
+  for (std::size_t b = thread_index(); b < nblocks; b += thread_count()) {
+    if (b % nbc == 0) row_ptr[b / nbc] = static_cast<Index>(at[b]);
+    if (!flag[b]) continue;
+    const std::size_t p = static_cast<std::size_t>(at[b]);
+    col_idx[p] = static_cast<Index>(b % nbc);
+    block_write(dense, keep, rows, cols, br, bc, b / nbc, b % nbc, values + p * br * bc);
+  }
+  if (thread_index() == 0) row_ptr[nbr] = static_cast<Index>(at[nblocks]);
+}
+
+/// N:M compression, check pass: groups keeping more than n are reported (count and the
+/// lowest flat group index row * groups + g) through the status word.
+template <int = 0>
+__global__ void n_m_check_kernel(const std::uint8_t* __restrict__ keep, std::size_t rows, std::size_t cols, std::size_t n,
+                                        std::size_t m, scan_status* st) {
+  const std::size_t groups = (cols + m - 1) / m;
+  for (std::size_t f = thread_index(); f < rows * groups; f += thread_count())
+    if (n_m_group_kept(keep + (f / groups) * cols, cols, m, f % groups) > n) note_nan(st, f);
+}
+
+/// N:M compression, write pass: one thread per chunk of `step` groups of a row (a chunk
+/// starts and ends on a byte of positions, so chunks never share a byte).
+template <class T>
+__global__ void n_m_write_kernel(const T* __restrict__ dense, const std::uint8_t* __restrict__ keep, std::size_t rows, std::size_t cols,
+                                 std::size_t n, std::size_t m, std::size_t bits, std::size_t step, std::size_t row_bytes,
+                                 T* __restrict__ values, std::uint8_t* __restrict__ positions) {
+  const std::size_t groups = (cols + m - 1) / m, chunks = (groups + step - 1) / step;
+  for (std::size_t f = thread_index(); f < rows * chunks; f += thread_count()) {
+    const std::size_t i = f / chunks, g0 = (f % chunks) * step, g1 = g0 + step < groups ? g0 + step : groups;
+    n_m_write_groups(dense + i * cols, keep + i * cols, cols, n, m, bits, g0, g1, groups, row_bytes, values + i * groups * n,
+                     positions + i * row_bytes);
+  }
+}
+
+/// Exact-FP32 (or FP64) N:M product C = alpha * A * B + beta * C, B [cols, nb] and C [rows,
+/// nb] row-major: one thread per output, neighbouring threads on neighbouring columns of B
+/// and C (coalesced), the row's values and positions shared by the warp. The inner loop is
+/// n_m_dot (its order: see there).
+template <class T>
+__global__ void __launch_bounds__(block_threads) n_m_spmm_kernel(const T* __restrict__ values, const std::uint8_t* __restrict__ positions,
+                                                                std::size_t rows, std::size_t cols, std::size_t n, std::size_t m,
+                                                                std::size_t bits, std::size_t row_bytes, const T* __restrict__ b,
+                                                                std::size_t nb, T* __restrict__ c, T alpha, T beta) {
+  const std::size_t groups = (cols + m - 1) / m;
+  for (std::size_t f = thread_index(); f < rows * nb; f += thread_count()) {
+    const std::size_t i = f / nb, j = f % nb;
+    const T acc = n_m_dot(values + i * groups * n, positions + i * row_bytes, groups, n, m, bits, cols, b, nb, j);
+    c[f] = spmm_store_one(acc, alpha, beta, c[f]);
+  }
+}
+
 }  // namespace spruce::cuda::detail

@@ -454,4 +454,109 @@ SPRUCE_HD void csr_row_write(const T* dense_row, const std::uint8_t* keep_row, s
   }
 }
 
+// ---- block-sparse compression ---------------------------------------------------------
+
+/// 1 when block (bi, bj) of br x bc entries of a rows x cols keep mask keeps anything: the
+/// blocks sparse::block_sparse_matrix::from_dense stores (a partial last block row /
+/// column counts only its entries inside the matrix).
+SPRUCE_HD std::uint8_t block_hit(const std::uint8_t* keep, std::size_t rows, std::size_t cols, std::size_t br, std::size_t bc,
+                                 std::size_t bi, std::size_t bj) noexcept {
+  const std::size_t i0 = bi * br, j0 = bj * bc;
+  const std::size_t i1 = rows - i0 < br ? rows : i0 + br, j1 = cols - j0 < bc ? cols : j0 + bc;
+  for (std::size_t i = i0; i < i1; ++i)
+    for (std::size_t j = j0; j < j1; ++j)
+      if (keep[i * cols + j]) return 1;
+  return 0;
+}
+
+/// Writes the br * bc values of stored block (bi, bj), row-major, as from_dense stores
+/// them: kept entries as they are (-0 included), pruned entries and the padding of a
+/// partial block +0.
+template <class T>
+SPRUCE_HD void block_write(const T* dense, const std::uint8_t* keep, std::size_t rows, std::size_t cols, std::size_t br,
+                           std::size_t bc, std::size_t bi, std::size_t bj, T* out) noexcept {
+  for (std::size_t r = 0; r < br; ++r)
+    for (std::size_t c = 0; c < bc; ++c) {
+      const std::size_t i = bi * br + r, j = bj * bc + c;
+      out[r * bc + c] = i < rows && j < cols && keep[i * cols + j] ? dense[i * cols + j] : T(0);
+    }
+}
+
+// ---- N:M compression --------------------------------------------------------------------
+
+/// Entries that the keep mask keeps in group g (columns g * m ...) of one row of `cols`.
+SPRUCE_HD std::size_t n_m_group_kept(const std::uint8_t* keep_row, std::size_t cols, std::size_t m, std::size_t g) noexcept {
+  const std::size_t j0 = g * m, len = cols - j0 < m ? cols - j0 : m;
+  std::size_t c = 0;
+  for (std::size_t q = 0; q < len; ++q) c += keep_row[j0 + q] != 0;
+  return c;
+}
+
+/// Position t of a row's packed N:M positions (`bits` bits each, low bits first): the
+/// layout of sparse::n_m_matrix::positions().
+SPRUCE_HD std::size_t n_m_slot_position(const std::uint8_t* pos_row, std::size_t t, std::size_t bits) noexcept {
+  return static_cast<std::size_t>(pos_row[t * bits / 8] >> (t * bits % 8)) & ((std::size_t{1} << bits) - 1);
+}
+
+/// Writes groups [g0, g1) of one row into the sparse::n_m_matrix layout: the N values of
+/// each group at values_row[g * n ...] and their positions, packed, into the bytes of
+/// pos_row that those groups cover (g0 starts a byte: a multiple of the pattern's step of
+/// groups; the bytes are cleared first, so a chunk of groups owns its bytes and chunks
+/// write in parallel). Every group must keep at most n (checked before): kept entries take
+/// their slots in column order, and the fillers of a group keeping fewer take its lowest
+/// free positions, value +0 -- from_dense's rule.
+template <class T>
+SPRUCE_HD void n_m_write_groups(const T* dense_row, const std::uint8_t* keep_row, std::size_t cols, std::size_t n, std::size_t m,
+                                std::size_t bits, std::size_t g0, std::size_t g1, std::size_t groups, std::size_t row_bytes,
+                                T* values_row, std::uint8_t* pos_row) noexcept {
+  const std::size_t b0 = g0 * n * bits / 8, b1 = g1 == groups ? row_bytes : g1 * n * bits / 8;
+  for (std::size_t b = b0; b < b1; ++b) pos_row[b] = 0;
+  for (std::size_t g = g0; g < g1; ++g) {
+    const std::size_t j0 = g * m, len = cols - j0 < m ? cols - j0 : m;
+    std::size_t fill = n - n_m_group_kept(keep_row, cols, m, g), slot = 0;
+    for (std::size_t q = 0; q < m && slot < n; ++q) {
+      const bool kept = q < len && keep_row[j0 + q] != 0;
+      if (!kept) {
+        if (fill == 0) continue;
+        --fill;
+      }
+      const std::size_t t = g * n + slot;
+      pos_row[t * bits / 8] = static_cast<std::uint8_t>(pos_row[t * bits / 8] | (q << (t * bits % 8)));
+      values_row[t] = kept ? dense_row[j0 + q] : T(0);
+      ++slot;
+    }
+  }
+}
+
+// ---- N:M product ------------------------------------------------------------------------
+
+/// The sum over the stored slots of row i of an N:M matrix (values_row, pos_row) of value *
+/// B(column, j), for C = alpha * A * B + beta * C with B row-major (leading dimension ldb):
+/// the device N:M kernel's inner loop, one output per thread. Accumulation order: from +0,
+/// the slots in storage order (groups left to right, slots in increasing position), each
+/// product rounded before it is added (no FMA contraction: no_contract). That is the CPU
+/// sparse::spmm's order for a row whose K fits one of its panel slices (slice_depth), so
+/// the results agree bit for bit there; over several slices the CPU adds per-slice partial
+/// sums and may differ in the last bits. Slots past the last column (zeros of a short last
+/// group) are skipped: the CPU adds +0 * 0 there, which changes no sum that starts at +0.
+template <class T>
+SPRUCE_HD T n_m_dot(const T* values_row, const std::uint8_t* pos_row, std::size_t groups, std::size_t n, std::size_t m,
+                    std::size_t bits, std::size_t cols, const T* b, std::size_t ldb, std::size_t j) noexcept {
+  T acc = T(0);
+  for (std::size_t g = 0, t = 0; g < groups; ++g)
+    for (std::size_t s = 0; s < n; ++s, ++t) {
+      const std::size_t col = g * m + n_m_slot_position(pos_row, t, bits);
+      if (col < cols) acc = acc + no_contract(values_row[t] * b[col * ldb + j]);
+    }
+  return acc;
+}
+
+/// C(i, j) from the row sum, as the CPU's store does it: alpha * acc when beta == 0 (NaN in
+/// C does not survive), else alpha * acc + beta * C, both products rounded.
+template <class T>
+SPRUCE_HD T spmm_store_one(T acc, T alpha, T beta, T c) noexcept {
+  if (beta == T(0)) return alpha * acc;
+  return no_contract(alpha * acc) + no_contract(beta * c);
+}
+
 }  // namespace spruce::cuda::detail
