@@ -416,6 +416,38 @@ TEST_CASE("graph: a bottleneck block with a projection shortcut derives the hand
   CHECK(lab.prunable() == std::vector<std::size_t>{0, 1, 2, 4, 5});
   CHECK_THROWS_WITH_AS(lab.group(3).keep_first(4), doctest::Contains("frozen"), spruce::error);
 
+  // Slimming over the residual net: the stream's score is the mean |gamma| of its three
+  // BatchNorms (or their sum), the inner groups' their own |gamma|; one global selection.
+  net.b1n3.g.data[1] = -2.0f;  // a negative scale counts by magnitude
+  std::vector<std::vector<float>> want(6);
+  const std::array<bn_params*, 6> own{&net.stem_bn, &net.b1n1, &net.b1n2, nullptr, &net.b2n1, &net.b2n2};
+  for (std::size_t i = 0; i < 6; ++i)
+    for (std::size_t ch = 0; ch < gs[i].channels; ++ch)
+      want[i].push_back(own[i] ? std::fabs(own[i]->g.data[ch])
+                               : std::fabs(net.b1n3.g.data[ch]) + std::fabs(net.b1nsc.g.data[ch]) +
+                                     std::fabs(net.b2n3.g.data[ch]));
+  CHECK(g.importance(3, criterion::l1{}, st::member_role::bn_weight) == want[3]);
+  for (float& s : want[3]) s /= 3.0f;
+  CHECK(g.importance(3, criterion::l1{}, st::member_role::bn_weight, st::score_combine::mean) == want[3]);
+  CHECK(g.importance(1, criterion::l1{}, st::member_role::bn_weight, st::score_combine::mean) == want[1]);
+  std::vector<named_tensor<float>> scores;
+  for (std::size_t i = 0; i < 6; ++i) scores.push_back({gs[i].name, make_view(want[i])});
+  for (double percent : {0.2, 0.5, 0.8}) {
+    CAPTURE(percent);
+    const auto sel = g.slimming_plan(percent, 1);
+    const auto ref = st::slimming_masks(scores, percent, 1);
+    CHECK(sel.threshold == ref.threshold);
+    for (std::size_t i = 0; i < 6; ++i) {
+      std::vector<std::size_t> keep;
+      for (std::size_t ch = 0; ch < gs[i].channels; ++ch)
+        if (ref[i].data()[ch]) keep.push_back(ch);
+      CHECK(sel.plan.keep[i] == keep);
+    }
+    CHECK(sel.plan.keep[6].size() == 5);
+    // The frozen stream keeps all and takes no part in the selection.
+    CHECK(lab.slimming_plan(percent, 1).plan.keep[3].size() == 8);
+  }
+
   // Per-layer cost at the declared 6 x 6 input.
   const auto r = g.report();
   const auto cost = [&](const std::string& n) {

@@ -86,6 +86,12 @@ constexpr const char* layer_kind_name(layer_kind k) noexcept {
 /// consumer's weight columns (conv dim 1, linear columns with the flatten factor).
 enum class member_role { out_weight, out_bias, bn_weight, bn_bias, bn_running_mean, bn_running_var, in_weight };
 
+/// How importance() folds the scores of a group's members of one role: summed, or
+/// averaged over them. Within a group the two orders agree; across groups (one global
+/// threshold) the mean keeps a channel that additions couple over three BatchNorms on the
+/// scale of one BN scale, where the sum would sit about three times higher.
+enum class score_combine { sum, mean };
+
 /// One derived member of a group: the tensor's name (`<layer>.weight`, `<layer>.bias`,
 /// `<layer>.running_mean`, `<layer>.running_var`, as in a PyTorch state dict), its layer
 /// and role, and where the group's channels lie in it (axis, positions per channel,
@@ -340,22 +346,25 @@ class graph {
   }
 
   /// One score per channel of group i: channel_group::importance under `c` on every member
-  /// of role `role`, summed (one member: its scores unchanged). The lab's sorting score is
-  /// criterion::l2 on member_role::in_weight; network slimming's is criterion::l1 on
-  /// member_role::bn_weight. Throws when the group has no member of that role.
+  /// of role `role`, summed in member order (or then divided by their number: `combine`;
+  /// one member: its scores unchanged). The lab's sorting score is criterion::l2 on
+  /// member_role::in_weight; network slimming's is criterion::l1 on member_role::bn_weight.
+  /// Throws when the group has no member of that role.
   template <criterion::elementwise_criterion C>
-  std::vector<T> importance(std::size_t i, const C& c, member_role role = member_role::in_weight) const {
+  std::vector<T> importance(std::size_t i, const C& c, member_role role = member_role::in_weight,
+                            score_combine combine = score_combine::sum) const {
     const channel_group<T> g = group(i);
     std::vector<T> sum;
-    bool any = false;
+    std::size_t n = 0;
     for (const member_info& m : groups()[i].members) {
       if (m.role != role) continue;
       const std::vector<T> s = g.importance(c, m.name);
-      if (!any) sum = s;
+      if (n++ == 0) sum = s;
       else for (std::size_t k = 0; k < s.size(); ++k) sum[k] += s[k];
-      any = true;
     }
-    if (!any)
+    if (combine == score_combine::mean && n > 1)
+      for (T& x : sum) x /= static_cast<T>(n);
+    if (n == 0)
       throw error("graph: group '" + groups()[i].name + "' has no member of the requested role (" +
                   (role == member_role::bn_weight ? "no BatchNorm on its channels" : "see member_info::role") +
                   "); score it from another role");
@@ -385,17 +394,18 @@ class graph {
 
   /// Network slimming over the graph: one global selection (slimming_masks) over the
   /// |gamma| scores of every prunable group that has a BatchNorm — for a group coupled by
-  /// additions the |gamma| of its BatchNorms summed per channel — with `percent` of those
-  /// channels cut and at least `min_keep` kept per group (1 by default: a group cannot
-  /// lose every channel). Groups without a BatchNorm keep all. Returns the plan and the
-  /// threshold.
-  graph_slimming<T> slimming_plan(double percent, std::size_t min_keep = 1) const {
+  /// additions the |gamma| of its BatchNorms averaged per channel (`combine`; see
+  /// score_combine for why the mean is the default) — with `percent` of those channels cut
+  /// and at least `min_keep` kept per group (1 by default: a group cannot lose every
+  /// channel). Groups without a BatchNorm keep all. Returns the plan and the threshold.
+  graph_slimming<T> slimming_plan(double percent, std::size_t min_keep = 1,
+                                  score_combine combine = score_combine::mean) const {
     std::vector<std::size_t> ids;
     std::vector<std::vector<T>> scores;
     for (std::size_t i : prunable())
       if (!groups()[i].batch_norms.empty()) {
         ids.push_back(i);
-        scores.push_back(importance(i, criterion::l1{}, member_role::bn_weight));
+        scores.push_back(importance(i, criterion::l1{}, member_role::bn_weight, combine));
       }
     std::vector<named_tensor<T>> views;
     for (std::size_t k = 0; k < ids.size(); ++k) views.push_back({groups()[ids[k]].name, make_view(scores[k])});
