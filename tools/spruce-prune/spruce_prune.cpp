@@ -84,8 +84,9 @@ how (prune):
                      if given it must equal it)
   --table FILE       per-tensor amounts instead of --sparsity: lines "GLOB VALUE" (or
                      "GLOB,VALUE"; # comments); VALUE with a '.' or an exponent is a ratio, a
-                     whole number a count of groups. Every entry must match a tensor, and no
-                     tensor may match two entries. Only matched tensors are pruned.
+                     whole number a count of groups. Entries apply within the selection above;
+                     every entry must match a selected tensor, and no tensor may match two
+                     entries. Selected tensors no entry matches are not pruned.
   --scope S          tensor (default: each tensor alone) | global (one selection over the
                      scores of every selected tensor, as if concatenated, across shards too)
   --min-sparsity X   global scope: every tensor gives up at least this fraction
@@ -388,8 +389,9 @@ void select_tensors(checkpoint& c, const options& o) {
   std::string line;
   std::size_t lineno = 0;
   std::map<const tensor_item*, std::string> matched_by;
+  std::set<const tensor_item*> candidates;  // the table assigns amounts within the selection
   for (auto& it : c.items)
-    if (it.selected) it.selected = false, it.skip_reason = "skipped: not in the table";
+    if (it.selected) candidates.insert(&it), it.selected = false, it.skip_reason = "skipped: not in the table";
   while (std::getline(f, line)) {
     ++lineno;
     if (const auto h = line.find('#'); h != std::string::npos) line.erase(h);
@@ -419,16 +421,7 @@ void select_tensors(checkpoint& c, const options& o) {
     }
     std::size_t hits = 0;
     for (auto& it : c.items) {
-      if (!glob_match(glob, it.entry->name)) continue;
-      const bool excluded = std::any_of(o.exclude.begin(), o.exclude.end(),
-                                        [&](const std::string& g) { return glob_match(g, it.entry->name); });
-      if (excluded) continue;
-      if (!spruce::io::is_prunable(it.entry->dtype)) {
-        if (glob.find_first_of("*?[") == std::string::npos)
-          throw error(where + " names tensor '" + it.entry->name + "' of dtype " +
-                      std::string(spruce::io::dtype_name(it.entry->dtype)) + ", which cannot be pruned");
-        continue;
-      }
+      if (!glob_match(glob, it.entry->name) || !candidates.count(&it)) continue;
       ++hits;
       if (const auto prev = matched_by.find(&it); prev != matched_by.end())
         throw error("tensor '" + it.entry->name + "' is selected twice in table '" + o.table + "' (" + prev->second +
@@ -439,8 +432,8 @@ void select_tensors(checkpoint& c, const options& o) {
       it.amount = a;
     }
     if (hits == 0)
-      throw error(where + ": '" + glob + "' names no prunable tensor of '" + o.input +
-                  "'; list the names with `spruce-prune inspect`");
+      throw error(where + ": '" + glob + "' names no tensor of '" + o.input + "' that --include / --exclude (or the "
+                  "default selection) leaves to prune; list the names with `spruce-prune inspect`");
   }
 }
 
