@@ -357,6 +357,49 @@ void test_pruner() {
                      spruce::tensor_ref<T>(back.data(), std::vector<std::size_t>{back.size()}));
   spruce::cuda::check(cudaStreamSynchronize(nullptr), "scores download");
   EXPECT(back.size() == hsc.size() && std::memcmp(back.data(), hsc.data(), back.size() * sizeof(T)) == 0);
+  // Group criteria: bn_scale (filter), random (every granularity), wanda (per group and
+  // per element), scores and masks bit for bit.
+  {
+    namespace gr2 = spruce::granularity;
+    const auto gamma = make_input<T>("signed_zero_inf", shape[0], 9);
+    std::vector<T> norms = make_input<T>("normal", shape[1], 10);
+    for (auto& x : norms) x = std::abs(x);
+    norms[2] = T(0);
+    on_device<T> dgamma(gamma, {shape[0]}), dnorms(norms, {shape[1]});
+    ctx = "bn_scale on the device";
+    spruce::criterion::inputs<T> hb{spruce::tensor_ref<const T>(w.data(), shape)};
+    hb.gamma = std::span<const T>(gamma);
+    spruce::cuda::device_inputs<T> db{dw.view()};
+    db.gamma = dgamma.view();
+    const spruce::pruner<gr2::filter, cr::bn_scale, se::exact> bn{{}, {}, se::exact{0.5}};
+    EXPECT(bn.compute(hb) == spruce::cuda::compute(bn, db).to_host());
+    EXPECT(error_of([&] { (void)bn.compute(spruce::tensor_ref<const T>(w.data(), shape), "bn"); }) == error_of([&] { (void)bn.compute(dw.view(), "bn"); }));
+    ctx = "random on the device";
+    const spruce::pruner<gr2::channel, cr::random, se::exact> rc{{}, {42}, se::exact{0.3}};
+    const spruce::pruner<gr2::element, cr::random, se::threshold> re{{}, {7}, se::threshold{0.6}};
+    EXPECT(rc.compute(spruce::tensor_ref<const T>(w.data(), shape)) == rc.compute(dw.view()).to_host());
+    EXPECT(re.compute(spruce::tensor_ref<const T>(w.data(), shape)) == re.compute(dw.view()).to_host());
+    ctx = "wanda on the device";
+    spruce::criterion::inputs<T, spruce::criterion::activation_norms<T>> hw{spruce::tensor_ref<const T>(w.data(), shape)};
+    hw.extra.norms = std::span<const T>(norms);
+    spruce::cuda::device_inputs<T> dwd{dw.view()};
+    dwd.norms = dnorms.view();
+    const auto hsw = spruce::group_scores(cr::wanda{}, hw, gr2::kernel{}.layout(shape));
+    const auto dsw = spruce::cuda::group_scores(cr::wanda{}, dwd, gr2::kernel{}.layout(shape));
+    std::vector<T> bw(dsw.size());
+    spruce::cuda::copy(spruce::tensor_ref<const T, spruce::cuda_space>(dsw.view(std::vector<std::size_t>{dsw.size()})),
+                       spruce::tensor_ref<T>(bw.data(), std::vector<std::size_t>{bw.size()}));
+    spruce::cuda::check(cudaStreamSynchronize(nullptr), "scores download");
+    EXPECT(std::memcmp(bw.data(), hsw.data(), bw.size() * sizeof(T)) == 0);
+    const spruce::pruner<gr2::element, cr::wanda, se::exact> we{{}, {}, se::exact{0.5}};
+    EXPECT(we.compute(hw) == spruce::cuda::compute(we, dwd).to_host());
+    std::vector<T> badn = norms;
+    badn[3] = std::numeric_limits<T>::quiet_NaN();
+    on_device<T> dbadn(badn, {shape[1]});
+    hw.extra.norms = std::span<const T>(badn);
+    dwd.norms = dbadn.view();
+    EXPECT(error_of([&] { (void)we.compute(hw, "fc"); }) == error_of([&] { (void)spruce::cuda::compute(we, dwd, "fc"); }));
+  }
   // Errors: a missing gradient and a NaN score give the CPU's messages; nothing written.
   spruce::cuda::device_inputs<T> nograd{dw.view()};
   spruce::criterion::inputs<T> hnograd{spruce::tensor_ref<const T>(w.data(), shape)};

@@ -582,3 +582,50 @@ TEST_CASE_TEMPLATE("device N:M bodies compress into sparse::n_m_matrix's arrays 
         }
       }
 }
+
+TEST_CASE_TEMPLATE("device group-criterion bodies (bn_scale, random, wanda) give the CPU's scores bit for bit", T, float, double) {
+  namespace gr = spruce::granularity;
+  namespace cr = spruce::criterion;
+  const std::vector<std::vector<std::size_t>> shapes = {{7, 5}, {64, 33}, {16, 8, 3, 3}, {4, 70, 5, 5}, {300, 160}, {2, 9000}, {512, 96}};
+  std::uint64_t seed = 7;
+  for (const auto& shape : shapes)
+    for (const char* kind : {"normal", "zero_inf", "ties", "zeros80"}) {
+      CAPTURE(spruce::shape_string(shape));
+      CAPTURE(kind);
+      const std::size_t n = spruce::shape_size(shape), channels = shape[1], inner = n / (shape[0] * channels);
+      const auto w = input<T>(kind, n, ++seed);
+      auto norms = input<T>("normal", channels, ++seed);
+      for (auto& x : norms) x = std::abs(x);
+      if (channels > 2) norms[1] = T(0);
+      const auto gamma = input<T>(kind, shape[0], ++seed);
+      std::vector<gr::group_layout> layouts = {gr::element{}.layout(shape), gr::filter{}.layout(shape), gr::channel{}.layout(shape),
+                                               gr::vector{}.layout(shape), gr::block{4, 4}.layout(shape)};
+      if (shape.size() == 4) layouts.push_back(gr::kernel{}.layout(shape));
+      for (const auto& layout : layouts) {
+        const auto pa = cd::make_group_plan(layout, spruce::detail::kernel_threads());
+        // Wanda.
+        cr::inputs<T, cr::activation_norms<T>> in{spruce::tensor_ref<const T>(w.data(), shape)};
+        in.extra.norms = std::span<const T>(norms);
+        const auto cpu = spruce::group_scores(cr::wanda{}, in, layout);
+        std::vector<T> dev(cpu.size());
+        const bool per_element = dev.size() == n;
+        for (std::size_t k = 0; k < dev.size(); ++k)
+          dev[k] = per_element ? cd::wanda_element(w.data(), norms.data(), inner, channels, k)
+                               : cd::wanda_group_score(w.data(), norms.data(), inner, channels, pa.plan, pa.q_ptr.data(), pa.q_runs.data(), k);
+        CHECK(std::memcmp(dev.data(), cpu.data(), dev.size() * sizeof(T)) == 0);
+        // Random.
+        const cr::random rnd{seed};
+        const auto rcpu = spruce::group_scores(rnd, cr::inputs<T>{spruce::tensor_ref<const T>(w.data(), shape)}, layout);
+        std::vector<T> rdev(rcpu.size());
+        for (std::size_t k = 0; k < rdev.size(); ++k) rdev[k] = cd::random_score<T>(rnd.seed, k);
+        CHECK(std::memcmp(rdev.data(), rcpu.data(), rdev.size() * sizeof(T)) == 0);
+      }
+      // BN scale with filter groups.
+      cr::inputs<T> bin{spruce::tensor_ref<const T>(w.data(), shape)};
+      bin.gamma = std::span<const T>(gamma);
+      const auto bcpu = spruce::group_scores(cr::bn_scale{}, bin, gr::filter{}.layout(shape));
+      std::vector<T> bdev(bcpu.size());
+      for (std::size_t k = 0; k < bdev.size(); ++k) bdev[k] = cd::bn_scale_score(gamma[k]);
+      CHECK(std::memcmp(bdev.data(), bcpu.data(), bdev.size() * sizeof(T)) == 0);
+    }
+}

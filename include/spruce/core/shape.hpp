@@ -6,6 +6,8 @@
 #include <span>
 #include <string>
 
+#include "spruce/core/config.hpp"
+
 namespace spruce {
 
 /// "[2, 3, 4]": how shapes appear in spruce's messages.
@@ -39,14 +41,14 @@ inline std::string shortest_decimal(double x) {
 
 /// splitmix64's finaliser: a fast, well-mixed 64-bit hash. Reproducible random scores and
 /// samples are built on it, so the same seed gives the same result on every machine.
-constexpr std::uint64_t mix64(std::uint64_t z) noexcept {
+SPRUCE_HD constexpr std::uint64_t mix64(std::uint64_t z) noexcept {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
 
 /// The i-th value of the splitmix64 stream seeded with `seed`.
-constexpr std::uint64_t splitmix64(std::uint64_t seed, std::uint64_t i) noexcept {
+SPRUCE_HD constexpr std::uint64_t splitmix64(std::uint64_t seed, std::uint64_t i) noexcept {
   return mix64(seed + 0x9E3779B97F4A7C15ull * (i + 1));
 }
 

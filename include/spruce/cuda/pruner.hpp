@@ -1,5 +1,6 @@
 #pragma once
-// pruner<G, C, S> on the device: group scores of every element-wise criterion, selection on
+// pruner<G, C, S> on the device: group scores of every element-wise criterion and of the
+// group criteria bn_scale, random and wanda (device_inputs carries gamma / norms), selection on
 // the device scores and the expansion of group keep bytes into the element mask, for every
 // group granularity and for N:M, with the CPU's bytes. spruce::pruner's compute / prune
 // reach these through pruner_backend<cuda_space> (end of this header) for cuda_space views;
@@ -24,7 +25,10 @@
 #include <string>
 #include <type_traits>
 
+#include "spruce/criterion/bn_scale.hpp"
 #include "spruce/criterion/criterion.hpp"
+#include "spruce/criterion/random.hpp"
+#include "spruce/criterion/wanda.hpp"
 #include "spruce/cuda/detail/bodies.hpp"
 #include "spruce/cuda/kernels.hpp"
 #include "spruce/cuda/memory.hpp"
@@ -45,7 +49,19 @@ struct device_inputs {
   tensor_ref<const T, cuda_space> weight;
   tensor_ref<const T, cuda_space> grad{};
   tensor_ref<const T, cuda_space> hessian{};
+  /// criterion::bn_scale: the BatchNorm scales, one per group (criterion::inputs::gamma).
+  tensor_ref<const T, cuda_space> gamma{};
+  /// criterion::wanda: the activation norms, one per input channel (axis 1), in the
+  /// weight's type (a float norm converts to double exactly, so double weights with float
+  /// norms upload them converted and score as on the CPU).
+  tensor_ref<const T, cuda_space> norms{};
 };
+
+/// The group criteria that score on the device (each with its CPU scores bit for bit):
+/// bn_scale, random and wanda. A user's own group criterion scores on a host copy.
+template <class C>
+inline constexpr bool device_group_criterion_v =
+    std::same_as<C, criterion::bn_scale> || std::same_as<C, criterion::random> || std::same_as<C, criterion::wanda>;
 
 namespace detail {
 
@@ -55,6 +71,31 @@ __global__ void __launch_bounds__(block_threads) group_scores_kernel(C c, const 
                                                                      const std::size_t* __restrict__ q_runs, T* __restrict__ out) {
   for (std::size_t k = thread_index(); k < p.groups; k += thread_count())
     out[k] = group_score_of<G, H>(c, w, g, h, p, q_ptr, q_runs, k);
+}
+
+template <class T>
+__global__ void bn_scale_kernel(const T* __restrict__ gamma, std::size_t n, T* __restrict__ out) {
+  for (std::size_t k = thread_index(); k < n; k += thread_count()) out[k] = bn_scale_score(gamma[k]);
+}
+
+template <class T>
+__global__ void random_scores_kernel(std::uint64_t seed, std::size_t n, T* __restrict__ out) {
+  for (std::size_t k = thread_index(); k < n; k += thread_count()) out[k] = random_score<T>(seed, k);
+}
+
+template <class T>
+__global__ void __launch_bounds__(block_threads) wanda_kernel(const T* __restrict__ w, const T* __restrict__ norms, std::size_t inner,
+                                                              std::size_t channels, group_plan p, const std::size_t* __restrict__ q_ptr,
+                                                              const std::size_t* __restrict__ q_runs, bool per_element, T* __restrict__ out) {
+  for (std::size_t k = thread_index(); k < p.groups; k += thread_count())
+    out[k] = per_element ? wanda_element(w, norms, inner, channels, k) : wanda_group_score(w, norms, inner, channels, p, q_ptr, q_runs, k);
+}
+
+/// Values that are not >= 0 (negative or NaN): how many, and the lowest index.
+template <class T>
+__global__ void below_zero_kernel(const T* __restrict__ x, std::size_t n, scan_status* st) {
+  for (std::size_t i = thread_index(); i < n; i += thread_count())
+    if (!(x[i] >= T(0))) note_nan(st, i);
 }
 
 template <class Byte>
@@ -94,19 +135,58 @@ struct scored {
   device_buffer<std::size_t> run_group;
 };
 
-/// The CPU's validation of group_scores' inputs, in its order, on the host.
+/// The CPU's validation of group_scores' inputs, in its order, on the host (the values of
+/// Wanda's norms are checked on the device, by score_groups, before anything is scored).
 template <class C, class T>
 void validate_inputs(const C& c, const device_inputs<T>& in, const granularity::group_layout& layout, const std::string& name) {
-  static_assert(criterion::elementwise_criterion<C>,
-                "spruce::cuda: only element-wise criteria (L1, L2, Ln, gradient, Taylor, OBD, or a user's with element / "
-                "reduce / finish) score on the device; score group criteria (BN scale, random, Wanda) on a host copy");
+  static_assert(criterion::elementwise_criterion<C> || device_group_criterion_v<C>,
+                "spruce::cuda: element-wise criteria (L1, L2, Ln, gradient, Taylor, OBD, or a user's with element / reduce / "
+                "finish) and the group criteria bn_scale, random and wanda score on the device; score another group criterion "
+                "on a host copy");
   if constexpr (requires { c.validate(name); }) c.validate(name);
   check_device_data(in.weight, name);
   if (layout.size() != in.weight.size())
     throw error("group layout of " + std::to_string(layout.size()) + " elements does not cover " + spruce::detail::tensor_label(name) +
                 " of shape " + shape_string(in.weight.shape()) + "; build the layout from this tensor's shape");
-  if constexpr (C::needs_grad) check_device_input(in.grad, in.weight, "grad", name);
-  if constexpr (C::needs_hessian) check_device_input(in.hessian, in.weight, "hessian", name);
+  if constexpr (criterion::elementwise_criterion<C>) {
+    if constexpr (C::needs_grad) check_device_input(in.grad, in.weight, "grad", name);
+    if constexpr (C::needs_hessian) check_device_input(in.hessian, in.weight, "hessian", name);
+  } else if constexpr (std::same_as<C, criterion::bn_scale>) {
+    if (in.gamma.size() != layout.groups())
+      throw error("bn_scale for " + spruce::detail::tensor_label(name) + ": " + std::to_string(in.gamma.size()) + " BN scales for " +
+                  std::to_string(layout.groups()) + " groups; pass the gamma of the BatchNorm after this layer and use filter granularity");
+    check_device_data(in.gamma, name);
+  } else if constexpr (std::same_as<C, criterion::wanda>) {
+    const auto& w = in.weight;
+    if (w.rank() < 2)
+      throw error("wanda for " + spruce::detail::tensor_label(name) + ": the weight has shape " + shape_string(w.shape()) +
+                  ", but Wanda needs [out, in, ...] (rank >= 2) to know each weight's input channel");
+    if (in.norms.size() != w.shape()[1])
+      throw error("wanda for " + spruce::detail::tensor_label(name) + " of shape " + shape_string(w.shape()) + ": " +
+                  std::to_string(in.norms.size()) + " activation norms for " + std::to_string(w.shape()[1]) +
+                  " input channels; pass one norm per input channel (axis 1), e.g. activation_norm_accumulator::extra() fed with "
+                  "this layer's inputs");
+    check_device_data(in.norms, name);
+  }
+}
+
+/// Wanda's norms must be >= 0: the first that is not is read back (the call's one extra
+/// synchronisation) and reported with the CPU's message.
+template <class T>
+void check_norms(const T* norms, std::size_t n, const std::string& name, stream_ref s) {
+  if (n == 0) return;
+  device_buffer<scan_status> st(1, s);
+  status_init_kernel<int><<<1, 1, 0, s>>>(st.data());
+  below_zero_kernel<T><<<grid_for(n), block_threads, 0, s>>>(norms, n, st.data());
+  scan_status back{};
+  check(cudaMemcpyAsync(&back, st.data(), sizeof(back), cudaMemcpyDeviceToHost, s), "wanda norm check");
+  check(cudaStreamSynchronize(s), "the norm check of " + spruce::detail::tensor_label(name));
+  if (!back.nan_count) return;
+  T bad{};
+  check(cudaMemcpy(&bad, norms + back.first_nan, sizeof(T), cudaMemcpyDeviceToHost), "wanda norm check");
+  throw error("wanda for " + spruce::detail::tensor_label(name) + ": the activation norm of input channel " + std::to_string(back.first_nan) +
+              " is " + spruce::detail::shortest_decimal(static_cast<double>(bad)) +
+              "; norms are >= 0 (check the calibration activations for NaN)");
 }
 
 template <class C, class T>
@@ -115,14 +195,30 @@ scored<C, T> score_groups(const C& c, const device_inputs<T>& in, const granular
   validate_inputs(c, in, layout, name);
   scored<C, T> out{device_buffer<T>(layout.groups(), s), make_group_plan(layout, spruce::detail::kernel_threads()), {}};
   if (out.scores.empty()) return out;
-  const contiguous_input<T> w(in.weight, s);
-  const contiguous_input<T> g(C::needs_grad ? in.grad : tensor_ref<const T, cuda_space>{}, s);
-  const contiguous_input<T> h(C::needs_hessian ? in.hessian : tensor_ref<const T, cuda_space>{}, s);
-  const auto q_ptr = upload(out.plan.q_ptr, s), q_runs = upload(out.plan.q_runs, s);
   out.run_group = upload(out.plan.run_group, s);
-  group_scores_kernel<C::needs_grad, C::needs_hessian, C, T><<<grid_for(out.plan.plan.groups), block_threads, 0, s>>>(
-      c, w.data, C::needs_grad ? g.data : nullptr, C::needs_hessian ? h.data : nullptr, out.plan.plan, q_ptr.data(), q_runs.data(),
-      out.scores.data());
+  const std::size_t groups = out.plan.plan.groups;
+  if constexpr (criterion::elementwise_criterion<C>) {
+    const contiguous_input<T> w(in.weight, s);
+    const contiguous_input<T> g(C::needs_grad ? in.grad : tensor_ref<const T, cuda_space>{}, s);
+    const contiguous_input<T> h(C::needs_hessian ? in.hessian : tensor_ref<const T, cuda_space>{}, s);
+    const auto q_ptr = upload(out.plan.q_ptr, s), q_runs = upload(out.plan.q_runs, s);
+    group_scores_kernel<C::needs_grad, C::needs_hessian, C, T><<<grid_for(groups), block_threads, 0, s>>>(
+        c, w.data, C::needs_grad ? g.data : nullptr, C::needs_hessian ? h.data : nullptr, out.plan.plan, q_ptr.data(), q_runs.data(),
+        out.scores.data());
+  } else if constexpr (std::same_as<C, criterion::bn_scale>) {
+    const contiguous_input<T> gamma(in.gamma, s);
+    bn_scale_kernel<T><<<grid_for(groups), block_threads, 0, s>>>(gamma.data, groups, out.scores.data());
+  } else if constexpr (std::same_as<C, criterion::random>) {
+    random_scores_kernel<T><<<grid_for(groups), block_threads, 0, s>>>(c.seed, groups, out.scores.data());
+  } else {
+    const contiguous_input<T> norms(in.norms, s);
+    check_norms(norms.data, in.norms.size(), name, s);
+    const contiguous_input<T> w(in.weight, s);
+    const auto q_ptr = upload(out.plan.q_ptr, s), q_runs = upload(out.plan.q_runs, s);
+    const std::size_t channels = in.weight.shape()[1], inner = in.weight.size() / (in.weight.shape()[0] * channels);
+    wanda_kernel<T><<<grid_for(groups), block_threads, 0, s>>>(w.data, norms.data, inner, channels, out.plan.plan, q_ptr.data(), q_runs.data(),
+                                                               groups == in.weight.size(), out.scores.data());
+  }
   check(cudaGetLastError(), "the group score kernel of " + spruce::detail::tensor_label(name));
   // The uploads' host vectors live in `out`; the temporary buffers are freed stream-ordered.
   return out;
@@ -131,7 +227,9 @@ scored<C, T> score_groups(const C& c, const device_inputs<T>& in, const granular
 }  // namespace detail
 
 /// One score per group of `layout`, in group order, for a device tensor (the device twin of
-/// spruce::group_scores for element-wise criteria; the same bits, see the header comment).
+/// spruce::group_scores for element-wise criteria and bn_scale, random and wanda; the same
+/// bits, see the header comment -- Wanda sums its products in flat order from +0, as the
+/// CPU does, without FMA contraction).
 /// Validates on the host first, with the CPU's messages. The result is a device buffer of
 /// layout.groups() scores; nothing is synchronised.
 template <class C, class T>
@@ -170,9 +268,9 @@ device_mask compute(const pruner<G, C, S>& p, const device_inputs<T>& in, const 
       const granularity::group_layout layout = p.granularity.layout(in.weight.shape(), name);
       const std::string label = spruce::detail::tensor_label(name);
       const std::size_t groups = layout.groups();
-      detail::validate_inputs(p.criterion, in, layout, name);
-      const std::size_t count = p.selection.count(groups, label);  // validated before any kernel
+      // The CPU's order: the inputs (and the scores' own checks), then the rule's count.
       const auto r = detail::score_groups(p.criterion, in, layout, name, s);
+      const std::size_t count = p.selection.count(groups, label);
       device_mask m(in.weight.shape(), s);
       if (groups == 0) return m;
       const std::size_t gshape[1] = {groups};

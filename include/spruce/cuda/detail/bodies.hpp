@@ -4,6 +4,7 @@
 // compiler) call exactly the code the kernels run, index by index, and compare it with the
 // CPU path; the kernels in cuda/kernels.hpp are thin loops around these bodies.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -373,6 +374,48 @@ inline group_plan_arrays make_group_plan(const granularity::group_layout& layout
   std::vector<std::size_t> fill(out.q_ptr.begin(), out.q_ptr.end() - 1);
   for (std::size_t j = 0; j < walk.runs; ++j) out.q_runs[fill[walk.run_group[j]]++] = j;
   return out;
+}
+
+// ---- group criteria (bn_scale, random, wanda) -------------------------------------------
+
+/// criterion::bn_scale's score of group i: |gamma[i]| (std::abs: -0 gives +0).
+template <class T>
+SPRUCE_HD T bn_scale_score(T gamma) noexcept {
+  return std::abs(gamma);
+}
+
+/// criterion::random's score of group i: the top 53 bits of the splitmix64 stream of
+/// `seed` at i, as a double in [0, 1), then rounded to T.
+template <class T>
+SPRUCE_HD T random_score(std::uint64_t seed, std::size_t i) noexcept {
+  return static_cast<T>(static_cast<double>(spruce::detail::splitmix64(seed, i) >> 11) * 0x1.0p-53);
+}
+
+/// criterion::wanda's score of the weight with flat index f of a row-major [out, in,
+/// inner...] weight: |w| * ||X_j|| with j = (f / inner) % channels, one rounding.
+template <class T>
+SPRUCE_HD T wanda_element(const T* w, const T* norms, std::size_t inner, std::size_t channels, std::size_t f) noexcept {
+  return std::abs(w[f]) * norms[(f / inner) % channels];
+}
+
+/// criterion::wanda's score of group `group`: the sum, from +0, of its elements' scores in
+/// increasing flat index (the CPU adds out[group_of(f)] += score(f) for f = 0, 1, ...),
+/// each product rounded before the add. The group's elements in flat order are the rows of
+/// its row unit (every row when one unit holds all groups) and, inside a row, its runs in
+/// increasing order (q_runs) -- the walk of the group plan.
+template <class T>
+SPRUCE_HD T wanda_group_score(const T* w, const T* norms, std::size_t inner, std::size_t channels, const group_plan& p,
+                              const std::size_t* q_ptr, const std::size_t* q_runs, std::size_t group) noexcept {
+  const std::size_t u = group / p.row_group_stride, q = group % p.row_group_stride, row_len = p.run * p.runs;
+  const std::size_t r0 = p.units > 1 ? u * p.row_tile : 0;
+  const std::size_t r1 = p.units > 1 ? (r0 + p.row_tile < p.rows ? r0 + p.row_tile : p.rows) : p.rows;
+  T acc = T(0);
+  for (std::size_t r = r0; r < r1; ++r)
+    for (std::size_t x = q_ptr[q]; x < q_ptr[q + 1]; ++x) {
+      const std::size_t o = r * row_len + q_runs[x] * p.run;
+      for (std::size_t e = 0; e < p.run; ++e) acc = acc + no_contract(wanda_element(w, norms, inner, channels, o + e));
+    }
+  return acc;
 }
 
 // ---- N:M ------------------------------------------------------------------------------
