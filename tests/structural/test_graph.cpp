@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <map>
 #include <numeric>
 #include <random>
@@ -917,4 +918,58 @@ TEST_CASE("channel_group: a member owning part of its axis (offset, count) moves
   // A part that does not fit its axis.
   CHECK_THROWS_WITH_AS(st::channel_group<float>("g", {{"part", tensor_ref<float>(t.data(), st_shape), 1, 2, 4, 2}}),
                        doctest::Contains("do not fit axis 1"), spruce::error);
+}
+
+TEST_CASE("graph: the README's example compiles and does what it says") {
+  using namespace spruce;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  auto filled = [&](std::size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = nd(rng);
+    return v;
+  };
+  // README begin
+  namespace st = spruce::structural;
+  std::vector<float> stem_w = filled(16 * 1 * 3 * 3), a_w = filled(8 * 16 * 3 * 3), b_w = filled(16 * 8 * 1 * 1),
+                     fc_w = filled(10 * 16), fc_b = filled(10);
+  std::vector<std::vector<float>> bn = {filled(16), filled(16), filled(16), std::vector<float>(16, 1.0f),  // stem.bn
+                                        filled(8),  filled(8),  filled(8),  std::vector<float>(8, 1.0f),   // a.bn
+                                        filled(16), filled(16), filled(16), std::vector<float>(16, 1.0f)}; // b.bn
+  auto bn_of = [&](st::graph<float>& g, const std::string& name, const std::string& from, std::size_t k) {
+    g.batch_norm(name, from, make_view(bn[4 * k]), make_view(bn[4 * k + 1]), make_view(bn[4 * k + 2]),
+                 make_view(bn[4 * k + 3]));
+  };
+  const st::conv_options pad1{{1, 1}, {1, 1}, {1, 1}};  // stride, padding, dilation (torch's defaults: 1, 0, 1)
+  st::graph<float> net;
+  net.input("x", 1, 28, 28).conv("stem", "x", make_view(stem_w.data(), 16, 1, 3, 3), tensor_ref<float>{}, pad1);
+  bn_of(net, "stem.bn", "stem", 0);
+  net.pass("stem.relu", "stem.bn").conv("a", "stem.relu", make_view(a_w.data(), 8, 16, 3, 3), tensor_ref<float>{}, pad1);
+  bn_of(net, "a.bn", "a", 1);
+  net.pass("a.relu", "a.bn").conv("b", "a.relu", make_view(b_w.data(), 16, 8, 1, 1));
+  bn_of(net, "b.bn", "b", 2);
+  net.add("add", {"b.bn", "stem.relu"})  // the residual join: stem's and b's channels are one group
+      .pass("relu", "add")
+      .global_pool("pool", "relu")
+      .linear("fc", "pool", make_view(fc_w.data(), 10, 16), make_view(fc_b));  // flatten factor 1 after the pool
+  for (const st::group_info& g : net.groups())
+    std::printf("%-4s %2zu channels, %2zu members%s%s\n", g.name.c_str(), g.channels, g.members.size(),
+                g.frozen ? ", frozen: " : "", g.frozen_reason.c_str());
+  // stem 16 channels, 12 members   stem, stem.bn, a's input columns, b, b.bn, fc's columns
+  // a     8 channels,  6 members   a, a.bn, b's input columns
+  // fc   10 channels,  2 members, frozen: the network output 'fc' (no layer reads it)
+  auto [plan, threshold] = net.slimming_plan(0.5);      // global |gamma| threshold, >= 1 channel per group
+  std::vector<st::layer_channels> cfg = net.cfg(plan);  // kept channels of every layer: rebuild from it
+  net.prune(plan);                                      // in place (or net.copy_kept(plan, smaller))
+  // README end
+  const auto& gs = net.groups();
+  REQUIRE(gs.size() == 3);
+  CHECK(gs[0].members.size() == 12);
+  CHECK(gs[1].members.size() == 6);
+  CHECK(gs[2].frozen);
+  // The reference rule cuts every score up to sorted index floor(24 * 0.5): 13 of the 24.
+  CHECK(gs[0].channels + gs[1].channels == 11);
+  CHECK(net.view("a.weight").extent(1) == gs[0].channels);
+  CHECK(cfg.back().in_channels == gs[0].channels);
+  CHECK(threshold > 0.0f);
 }
