@@ -168,7 +168,9 @@ gran_opt parse_granularity(const std::string& s) {
   } else if (s.find(':') != std::string::npos) {
     g.kind = gran_kind::n_m;
     pair(s, ':', "N:M, e.g. 2:4");
-    spruce::granularity::n_m_pattern{g.a, g.b, false}.validate("--granularity " + s);
+    if (g.b == 0 || g.a >= g.b)
+      throw usage_error("--granularity " + s + " does not form: N:M keeps N of every M consecutive weights, so it "
+                        "needs 0 <= N < M; pass e.g. 2:4");
   } else {
     throw usage_error("--granularity '" + s + "' is not one of element, row, column, filter, channel, block:RxC, N:M");
   }
