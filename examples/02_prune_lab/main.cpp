@@ -27,7 +27,6 @@
 #include <spruce/spruce.hpp>
 
 #include "lab/lab.hpp"
-#include "lab/resnet_stage.hpp"
 #include "lab/table.hpp"
 #include "train/checkpoint.hpp"
 
@@ -39,7 +38,7 @@ constexpr int exit_usage = 2;
 constexpr int exit_skip = 77;
 
 const std::vector<std::string> all_stages = {"dense", "sensitivity", "fine-grained", "channel",
-                                             "slimming", "gradual", "2:4", "sparse", "slimming-resnet"};
+                                             "slimming", "gradual", "2:4", "sparse"};
 
 struct config {
   fs::path data = train::default_fashion_mnist_dir();
@@ -64,8 +63,7 @@ void usage(std::FILE* to) {
   std::fprintf(to,
                "usage: prune_lab [options]\n"
                "  --stages LIST       comma-separated, from: dense, sensitivity, fine-grained, channel,\n"
-               "                      slimming, gradual, 2:4, sparse, slimming-resnet (default all);\n"
-               "                      results always\n"
+               "                      slimming, gradual, 2:4, sparse (default all); results always\n"
                "  --out DIR           run folder to create (default prune_lab_<date>-<time>; an\n"
                "                      existing folder is never overwritten)\n"
                "  --checkpoint PATH   dense checkpoint (default the committed\n"
@@ -797,36 +795,6 @@ void stage_sparse(run_state& r) {
   sparse_row(r, *r.gradual);
 }
 
-// Network slimming on the bottleneck ResNet (lab/resnet_stage.cpp), from its own committed
-// dense checkpoint; its rows, plot and notes join the table.
-void stage_slimming_resnet(run_state& r) {
-  lab::resnet_stage_options o;
-  o.checkpoint = fs::path(SPRUCE_SOURCE_DIR) / "examples" / "checkpoints" / "resnet_fmnist_w1_b111.safetensors";
-  o.data_dir = r.cfg.data;
-  o.epochs = r.cfg.slim_epochs;
-  o.tune_epochs = r.cfg.epochs;
-  o.lr = r.cfg.lr;
-  o.log_every = r.cfg.log_every;
-  o.latency_repeats = r.cfg.latency_repeats;
-  auto res = lab::run_slimming_resnet(o, r.d, r.out);
-  for (auto& x : res.rows) {
-    row w;
-    w.stage = x.stage;
-    w.variant = x.variant;
-    w.acc_before = x.acc_before;
-    w.acc_after = x.acc_after;
-    w.stats = x.stats;
-    w.lat1 = x.lat1;
-    w.lat64 = x.lat64;
-    w.checkpoint = x.checkpoint;
-    w.note = x.note;
-    finish_row(r, std::move(w));
-  }
-  r.plots.insert(r.plots.end(), res.plots.begin(), res.plots.end());
-  r.notes.insert(r.notes.end(), res.notes.begin(), res.notes.end());
-  if (!res.failure.empty()) throw spruce::error(res.failure);
-}
-
 std::string now_tag() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -873,7 +841,6 @@ int run(const config& c) {
     else if (s == "gradual") stage_gradual(r);
     else if (s == "2:4") stage_2_4(r);
     else if (s == "sparse") stage_sparse(r);
-    else if (s == "slimming-resnet") stage_slimming_resnet(r);
     r.notes.push_back("stage " + s + ": " + clock_text(seconds_since(t0)));
     write_results(r);
   }
