@@ -27,6 +27,7 @@
 #include <spruce/spruce.hpp>
 
 #include "lab/lab.hpp"
+#include "lab/resnet_stage.hpp"
 #include "lab/table.hpp"
 #include "train/checkpoint.hpp"
 
@@ -38,7 +39,7 @@ constexpr int exit_usage = 2;
 constexpr int exit_skip = 77;
 
 const std::vector<std::string> all_stages = {"dense", "sensitivity", "fine-grained", "channel",
-                                             "slimming", "gradual", "2:4", "sparse"};
+                                             "slimming", "gradual", "2:4", "sparse", "slimming-resnet"};
 
 struct config {
   fs::path data = train::default_fashion_mnist_dir();
@@ -49,7 +50,8 @@ struct config {
   double budget = 0.005;        // accuracy drop per layer allowed by the derived table
   double size_target = 0.25;    // nonzero size / dense size
   std::size_t epochs = 2;       // fine-tuning epochs of fine-grained, channel, 2:4
-  std::size_t slim_epochs = 1;  // sparsity training epochs per lambda, and slimming fine-tuning
+  std::size_t slim_epochs = 1;  // sparsity training epochs per lambda
+  std::size_t slim_tune_epochs = 3;  // fine-tuning epochs of each slimmed (small, fast) network
   std::size_t gradual_epochs = 4;
   double lr = 0.01;
   std::size_t train_images = 0, test_images = 0, held_out = 1000;
@@ -63,7 +65,8 @@ void usage(std::FILE* to) {
   std::fprintf(to,
                "usage: prune_lab [options]\n"
                "  --stages LIST       comma-separated, from: dense, sensitivity, fine-grained, channel,\n"
-               "                      slimming, gradual, 2:4, sparse (default all); results always\n"
+               "                      slimming, gradual, 2:4, sparse, slimming-resnet (default all);\n"
+               "                      results always\n"
                "  --out DIR           run folder to create (default prune_lab_<date>-<time>; an\n"
                "                      existing folder is never overwritten)\n"
                "  --checkpoint PATH   dense checkpoint (default the committed\n"
@@ -74,7 +77,8 @@ void usage(std::FILE* to) {
                "  --budget X          accuracy drop each layer may cost in the derived table (0.005)\n"
                "  --size-target X     nonzero size bound as a fraction of dense (0.25)\n"
                "  --epochs N          fine-tuning epochs of fine-grained, channel and 2:4 (2)\n"
-               "  --slim-epochs N     sparsity-training and slimming fine-tuning epochs (1)\n"
+               "  --slim-epochs N     sparsity-training epochs per lambda (1)\n"
+               "  --slim-tune-epochs N  fine-tuning epochs of each slimmed network (3)\n"
                "  --gradual-epochs N  epochs of gradual pruning, the last without pruning (4)\n"
                "  --lr X              fine-tuning peak learning rate, cosine to 0 (0.01)\n"
                "  --long              the longer, better run: 3x every epoch count\n"
@@ -88,7 +92,7 @@ void usage(std::FILE* to) {
 config parse(int argc, char** argv) {
   config c;
   bool long_run = false;
-  std::optional<std::size_t> epochs, slim, gradual;
+  std::optional<std::size_t> epochs, slim, slim_tune, gradual;
   for (int i = 1; i < argc; ++i) {
     const std::string_view flag = argv[i];
     const auto value = [&]() -> std::string {
@@ -133,6 +137,8 @@ config parse(int argc, char** argv) {
       epochs = parse_count(flag, value());
     } else if (flag == "--slim-epochs") {
       slim = parse_count(flag, value());
+    } else if (flag == "--slim-tune-epochs") {
+      slim_tune = parse_count(flag, value());
     } else if (flag == "--gradual-epochs") {
       gradual = parse_count(flag, value());
     } else if (flag == "--lr") {
@@ -153,7 +159,7 @@ config parse(int argc, char** argv) {
     }
   }
   if (c.smoke) {
-    c.epochs = c.slim_epochs = 1;
+    c.epochs = c.slim_epochs = c.slim_tune_epochs = 1;
     c.gradual_epochs = 2;
 #if defined(__SANITIZE_ADDRESS__)
     // Several times slower under the sanitizers: half the images again.
@@ -168,12 +174,13 @@ config parse(int argc, char** argv) {
     c.choose_repeats = 1;
     c.log_every = 1;
   }
-  if (long_run) c.epochs *= 3, c.slim_epochs *= 3, c.gradual_epochs *= 3;
+  if (long_run) c.epochs *= 3, c.slim_epochs *= 3, c.slim_tune_epochs *= 3, c.gradual_epochs *= 3;
   if (epochs) c.epochs = *epochs;
   if (slim) c.slim_epochs = *slim;
+  if (slim_tune) c.slim_tune_epochs = *slim_tune;
   if (gradual) c.gradual_epochs = *gradual;
-  if (c.epochs == 0 || c.slim_epochs == 0 || c.gradual_epochs < 2)
-    throw usage_error("--epochs and --slim-epochs must be >= 1, --gradual-epochs >= 2");
+  if (c.epochs == 0 || c.slim_epochs == 0 || c.slim_tune_epochs == 0 || c.gradual_epochs < 2)
+    throw usage_error("--epochs, --slim-epochs and --slim-tune-epochs must be >= 1, --gradual-epochs >= 2");
   return c;
 }
 
@@ -638,7 +645,7 @@ void stage_slimming(run_state& r) {
     auto slim = shrink(b, bias_of(t), r.ck.config.in_channels);
     const double before = evaluate(*slim, r.d.test).accuracy;
     const std::string label = "slimming " + fmt("%.0f%%", 100 * percent);
-    fine_tune(label, *slim, r.d.train, tune(r, r.cfg.slim_epochs));
+    fine_tune(label, *slim, r.d.train, tune(r, r.cfg.slim_tune_epochs));
     const double after = evaluate(*slim, r.d.test).accuracy;
     row w = make_row(r, label, "lambda 1e-4 global gamma", all_tensors(*slim), slim->parameters(), false, true);
     w.acc_before = before;
@@ -795,6 +802,36 @@ void stage_sparse(run_state& r) {
   sparse_row(r, *r.gradual);
 }
 
+// Network slimming on the bottleneck ResNet (lab/resnet_stage.cpp), from its own committed
+// dense checkpoint; its rows, plot and notes join the table.
+void stage_slimming_resnet(run_state& r) {
+  lab::resnet_stage_options o;
+  o.checkpoint = fs::path(SPRUCE_SOURCE_DIR) / "examples" / "checkpoints" / "resnet_fmnist_w1_b111.safetensors";
+  o.data_dir = r.cfg.data;
+  o.epochs = r.cfg.slim_epochs;
+  o.tune_epochs = r.cfg.epochs;
+  o.lr = r.cfg.lr;
+  o.log_every = r.cfg.log_every;
+  o.latency_repeats = r.cfg.latency_repeats;
+  auto res = lab::run_slimming_resnet(o, r.d, r.out);
+  for (auto& x : res.rows) {
+    row w;
+    w.stage = x.stage;
+    w.variant = x.variant;
+    w.acc_before = x.acc_before;
+    w.acc_after = x.acc_after;
+    w.stats = x.stats;
+    w.lat1 = x.lat1;
+    w.lat64 = x.lat64;
+    w.checkpoint = x.checkpoint;
+    w.note = x.note;
+    finish_row(r, std::move(w));
+  }
+  r.plots.insert(r.plots.end(), res.plots.begin(), res.plots.end());
+  r.notes.insert(r.notes.end(), res.notes.begin(), res.notes.end());
+  if (!res.failure.empty()) throw spruce::error(res.failure);
+}
+
 std::string now_tag() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -841,6 +878,7 @@ int run(const config& c) {
     else if (s == "gradual") stage_gradual(r);
     else if (s == "2:4") stage_2_4(r);
     else if (s == "sparse") stage_sparse(r);
+    else if (s == "slimming-resnet") stage_slimming_resnet(r);
     r.notes.push_back("stage " + s + ": " + clock_text(seconds_since(t0)));
     write_results(r);
   }
