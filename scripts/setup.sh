@@ -8,7 +8,8 @@
 set -euo pipefail
 
 packages=(build-essential cmake ccache libeigen3-dev libxtensor-dev doctest-dev
-          libbenchmark-dev zlib1g-dev nlohmann-json3-dev python3 dataset-fashion-mnist)
+          libbenchmark-dev zlib1g-dev nlohmann-json3-dev python3 dataset-fashion-mnist
+          clang libclang-rt-14-dev)
 demo_packages=(gnuplot-nox)
 
 for arg in "$@"; do

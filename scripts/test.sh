@@ -8,12 +8,16 @@
 #  3. build/asan: RelWithDebInfo at -O1 with AddressSanitizer + UBSan (SPRUCE_SANITIZE),
 #     examples included except the compile-time policy variants, no nvcc programs (the
 #     release pass builds and runs both); `ctest -LE "large|downstream|slow|headers|nvcc"`
-#     (the header and nvcc checks do not change under sanitizers).
+#     (the header and nvcc checks do not change under sanitizers);
+#  4. build/fuzz: the safetensors and .npy readers' libFuzzer harnesses (fuzz/run.sh, clang
+#     with ASan + UBSan), both at once for SPRUCE_FUZZ_SECONDS each.
 # Extra arguments go to both ctest runs. Environment:
 #   SPRUCE_SKIP_ASAN=1   skip step 3 (quick local runs; CI runs everything)
 #   SPRUCE_JOBS=N        build/test parallelism (default: nproc)
+#   SPRUCE_FUZZ_SECONDS=N  seconds per libFuzzer harness in the fuzz pass (default 60)
+#   SPRUCE_SKIP_FUZZ=1   skip the fuzz pass
 # Exits non-zero when a build or any test fails; the last line is
-# "summary: N passed, N failed[, N skipped]" over both passes.
+# "summary: N passed, N failed[, N skipped]" over all passes (a fuzz harness counts as one test).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -114,6 +118,25 @@ else
       -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
       -DSPRUCE_SANITIZE=ON -DSPRUCE_BUILD_TESTS=ON -DSPRUCE_BUILD_EXAMPLES=ON \
       -DSPRUCE_BUILD_BENCHMARKS=OFF -DSPRUCE_ENABLE_CUDA=OFF -DSPRUCE_BUILD_LAB_VARIANTS=OFF || status=1
+fi
+
+# Fuzzing (a third pass): the safetensors and .npy readers under libFuzzer with ASan and
+# UBSan (fuzz/run.sh), SPRUCE_FUZZ_SECONDS each (default 60), both at once; any crash, leak
+# or sanitizer report fails CI. Each harness counts as one test in the summary.
+if [[ ${SPRUCE_SKIP_FUZZ:-0} == 1 ]]; then
+  report+=("fuzz: skipped (SPRUCE_SKIP_FUZZ=1)")
+else
+  t0=$SECONDS
+  mkdir -p build/fuzz
+  rc=0
+  bash fuzz/run.sh build/fuzz 2>&1 | tee build/fuzz/run.log || rc=$?
+  nok=$(grep -cE '^fuzz: [a-z]+ ok' build/fuzz/run.log || true)
+  nbad=$((2 - nok))
+  passed=$((passed + nok)) failed=$((failed + nbad))
+  what="$nok/2 passed"
+  ((nbad == 0)) || what+=", $nbad FAILED"
+  report+=("fuzz: $what in $((SECONDS - t0))s (${SPRUCE_FUZZ_SECONDS:-60}s each)")
+  ((rc == 0 && nbad == 0)) || status=1
 fi
 
 finish
