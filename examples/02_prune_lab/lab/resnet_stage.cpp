@@ -8,7 +8,6 @@
 #include <vector>
 
 #include <spruce/core/error.hpp>
-#include <spruce/core/make_view.hpp>
 #include <spruce/structural/slimming.hpp>
 
 #include "train/checkpoint.hpp"
@@ -81,34 +80,6 @@ std::vector<float> abs_gammas(const st::graph<float>& g) {
 }
 
 std::vector<float> logits(train::resnet& m, const train::dataset& d) { return all_logits(m, d); }
-
-// graph::slimming_plan with each coupled group's |gamma| averaged over its BatchNorms
-// instead of summed: a residual-stream channel has two BNs (the block's bn3 and the
-// projection's), and summed scores would sit about twice as high as an inner channel's
-// single |gamma|, so one global threshold would strip the bottlenecks first. The average
-// keeps every channel on the scale of one BN scale.
-st::graph_slimming<float> mean_gamma_plan(const st::graph<float>& g, double percent, std::size_t min_keep) {
-  std::vector<std::size_t> ids;
-  std::vector<std::vector<float>> scores;
-  for (std::size_t i : g.prunable()) {
-    const auto& info = g.groups()[i];
-    if (info.batch_norms.empty()) continue;
-    ids.push_back(i);
-    scores.push_back(g.importance(i, spruce::criterion::l1{}, st::member_role::bn_weight));
-    for (float& v : scores.back()) v /= static_cast<float>(info.batch_norms.size());
-  }
-  std::vector<spruce::named_tensor<float>> views;
-  for (std::size_t k = 0; k < ids.size(); ++k) views.push_back({g.groups()[ids[k]].name, spruce::make_view(scores[k])});
-  const auto sel = st::slimming_masks(views, percent, min_keep);
-  st::graph_slimming<float> out{g.keep_all(), sel.threshold};
-  for (std::size_t k = 0; k < ids.size(); ++k) {
-    auto& keep = out.plan.keep[ids[k]];
-    keep.clear();
-    for (std::size_t c = 0; c < scores[k].size(); ++c)
-      if (sel.masks[k].data()[c]) keep.push_back(c);
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -269,7 +240,9 @@ resnet_stage_result run_slimming_resnet(const resnet_stage_options& o, const dat
   // ---- prune, rebuild, check, fine-tune -------------------------------------------------
   std::string failed;
   for (double percent : o.percents) {
-    const auto sel = mean_gamma_plan(sg, percent, o.min_keep);
+    // A residual-stream channel has two BNs (bn3 and the projection's): its score is their
+    // mean |gamma|, on one BN's scale like an inner channel's (graph's default).
+    const auto sel = sg.slimming_plan(percent, o.min_keep, st::score_combine::mean);
     const train::resnet_cfg small_cfg = resnet_cfg_from_plan(sg.cfg(sel.plan), sparse.cfg());
     train::resnet small(small_cfg);
     st::graph<float> small_graph = resnet_graph(small, h, w);
