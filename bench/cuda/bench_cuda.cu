@@ -1,8 +1,10 @@
 // GPU figures for the CUDA layer (scripts/gpu_check.sh runs it on a GPU machine; it needs
 // no Google Benchmark). Every candidate is timed beside its baseline in the same run:
 // mask / apply / N:M passes beside a device-to-device copy of the same bytes, select+mask
-// beside cub::DeviceRadixSort of the same keys, CSR compression beside
-// cusparseDenseToSparse, CSR SpMM beside cuBLAS FP32 and TF32. Prints one table.
+// (one tensor, and a global selection over four) beside cub::DeviceRadixSort of the same
+// keys, CSR / block-sparse / N:M compression beside cusparseDenseToSparse, CSR, BSR and
+// N:M SpMM (and cuSPARSELt 2:4 bf16 where <cusparseLt.h> is found) beside cuBLAS FP32 and
+// TF32 (bf16 for cuSPARSELt). Prints one table.
 #include <cublas_v2.h>
 #include <cub/device/device_radix_sort.cuh>
 
@@ -104,6 +106,19 @@ void mask_passes(std::size_t n, const char* size) {
     spruce::cuda::device_buffer<unsigned char> tb(temp);
     const double sort_ms = time_ms([&] { check(cub::DeviceRadixSort::SortKeys(tb.data(), temp, keys.data(), keys_out.data(), n), "sort"); }, 3);
     row("select+mask (exact .5)", size, names[kind], sel_ms, "cub::DeviceRadixSort", sort_ms, "target: ratio >= 4 at 1e9");
+    // Global scope: the same weights as four tensors of unequal size, one selection.
+    {
+      const std::size_t cut[5] = {0, n / 10, n / 3, n / 2 + 17, n};
+      std::vector<spruce::named_tensor<float, spruce::cuda_space>> parts;
+      for (int t = 0; t < 4; ++t) {
+        const std::size_t pshape[1] = {cut[t + 1] - cut[t]};
+        parts.push_back({"layer" + std::to_string(t), spruce::tensor_ref<float, spruce::cuda_space>(w.data() + cut[t], pshape)});
+      }
+      const spruce::pruner<spruce::granularity::element, spruce::criterion::l1, spruce::selection::exact> pe{{}, {}, spruce::selection::exact{0.5}};
+      std::vector<spruce::cuda::device_mask> gm;
+      const double glob_ms = time_ms([&] { gm = spruce::cuda::global_masks(pe, parts); }, 3);
+      row("global select+mask (4)", size, names[kind], glob_ms, "cub::DeviceRadixSort", sort_ms, "4 tensors, one histogram per level");
+    }
   }
 }
 
@@ -140,6 +155,37 @@ void sparse_products() {
       row("CSR SpMM (cuSPARSE)", size, data, ms, "cuBLAS FP32", fp32, "vs TF32: " + std::to_string(tf32 / ms));
     }
   }
+  // BSR (4 x 4 blocks pruned by their L2 norm) and N:M 2:4 (exact FP32, spruce's kernel),
+  // beside the same cuBLAS FP32 / TF32 figures, for both right-hand sides.
+  for (std::size_t n : {std::size_t{256}, std::size_t{4096}}) {
+    spruce::cuda::device_buffer<float> b(cols * n), c(rows * n);
+    generate<<<4096, 256>>>(b.data(), cols * n, 0, 5);
+    const float one = 1, zero = 0;
+    auto gemm = [&](cublasMath_t math) {
+      cublasSetMathMode(blas, math);
+      return time_ms([&] {
+        cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(rows), static_cast<int>(cols), &one, b.data(),
+                    static_cast<int>(n), a.data(), static_cast<int>(cols), &zero, c.data(), static_cast<int>(n));
+      });
+    };
+    const double fp32 = gemm(CUBLAS_DEFAULT_MATH), tf32 = gemm(CUBLAS_TF32_TENSOR_OP_MATH);
+    const std::size_t bshape[2] = {cols, n}, cshape[2] = {rows, n};
+    char size[32], data[32];
+    std::snprintf(size, sizeof size, "x%zu", n);
+    for (double sp : {0.5, 0.8, 0.9, 0.95, 0.98}) {
+      const spruce::pruner<spruce::granularity::block, spruce::criterion::l2, spruce::selection::exact> pb{{4, 4}, {}, spruce::selection::exact{sp}};
+      const auto mask = pb.compute(a.view(ashape));
+      const auto bsr = spruce::cuda::block_sparse_from_dense(a.view(ashape), mask, 4, 4);
+      spruce::cuda::bsr_product<float> prod(bsr);
+      const double ms = time_ms([&] { prod(b.view(bshape), c.view(cshape)); });
+      std::snprintf(data, sizeof data, "%.0f%%", sp * 100);
+      row("BSR 4x4 SpMM (cuSPARSE)", size, data, ms, "cuBLAS FP32", fp32, "vs TF32: " + std::to_string(tf32 / ms));
+    }
+    const auto nm_mask = spruce::cuda::n_m_mask<2, 4>(a.view(ashape));
+    const auto nm = spruce::cuda::n_m_from_dense(a.view(ashape), nm_mask, 2, 4);
+    const double nm_ms = time_ms([&] { spruce::cuda::spmm(nm, b.view(bshape), c.view(cshape)); });
+    row("N:M 2:4 SpMM (exact)", size, "50%", nm_ms, "cuBLAS FP32", fp32, "vs TF32: " + std::to_string(tf32 / nm_ms));
+  }
   cublasDestroy(blas);
   // Compression beside cusparseDenseToSparse (4096 x 4096 at 90%).
   const auto mask = spruce::cuda::magnitude_mask(a.view(ashape), spruce::selection::exact{0.9});
@@ -168,10 +214,47 @@ void sparse_products() {
     cusparseDenseToSparse_convert(sp, dn, sm, CUSPARSE_DENSETOSPARSE_ALG_DEFAULT, work.data());
   });
   row("CSR compression", "4096^2", "90%", ours, "cusparseDenseToSparse", theirs, "ours keeps explicit zeros of the mask");
+  const double bsr_ms = time_ms([&] { (void)spruce::cuda::block_sparse_from_dense(a.view(ashape), mask, 4, 4); });
+  row("BSR 4x4 compression", "4096^2", "90%", bsr_ms, "cusparseDenseToSparse", theirs, "element mask: most blocks stored");
+  const auto nm_mask = spruce::cuda::n_m_mask<2, 4>(a.view(ashape));
+  const double nm_ms = time_ms([&] { (void)spruce::cuda::n_m_from_dense(a.view(ashape), nm_mask, 2, 4); });
+  row("N:M 2:4 compression", "4096^2", "50%", nm_ms, "cusparseDenseToSparse", theirs, "baseline at 90%: a reference only");
   cusparseDestroySpMat(sm);
   cusparseDestroyDnMat(dn);
   cusparseDestroy(sp);
 }
+
+#if SPRUCE_HAS_CUSPARSELT
+__global__ void to_bf16(const float* x, std::size_t n, __nv_bfloat16* y) {
+  for (std::size_t i = cd::thread_index(); i < n; i += cd::thread_count()) y[i] = __float2bfloat16(x[i]);
+}
+
+/// 2:4 bf16 at 8192 through cuSPARSELt beside cuBLAS bf16 (target: 1.2x).
+void sparselt_products() {
+  const std::size_t d = 8192;
+  spruce::cuda::device_buffer<float> a(d * d);
+  generate<<<4096, 256>>>(a.data(), d * d, 0, 3);
+  const std::size_t shape[2] = {d, d};
+  (void)spruce::n_m_prune<2, 4>(a.view(shape));
+  spruce::cuda::device_buffer<__nv_bfloat16> ah(d * d), bh(d * d), ch(d * d);
+  to_bf16<<<4096, 256>>>(a.data(), d * d, ah.data());
+  to_bf16<<<4096, 256>>>(a.data(), d * d, bh.data());
+  spruce::cuda::sparselt_product<__nv_bfloat16> lt(ah.view(shape), "a");
+  const double ms = time_ms([&] { lt(bh.view(shape), ch.view(shape)); });
+  cublasHandle_t blas;
+  cublasCreate(&blas);
+  const float one = 1, zero = 0;
+  const int n = static_cast<int>(d);
+  const double dense = time_ms([&] {
+    cublasGemmEx(blas, CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, bh.data(), CUDA_R_16BF, n, ah.data(), CUDA_R_16BF, n, &zero, ch.data(),
+                 CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  });
+  cublasDestroy(blas);
+  row("2:4 bf16 (cuSPARSELt)", "8192", "50%", ms, "cuBLAS bf16", dense, "target: ratio >= 1.2");
+}
+#else
+void sparselt_products() { std::printf("(cuSPARSELt not found at compile time: the 2:4 bf16 row is not measured)\n"); }
+#endif
 
 }  // namespace
 
@@ -186,6 +269,6 @@ int main(int argc, char** argv) {
   mask_passes(100000000, "1e8");
   if (big) mask_passes(1000000000, "1e9");
   sparse_products();
-  std::printf("(not implemented, so not measured: BSR and N:M SpMM, cuSPARSELt 2:4)\n");
+  sparselt_products();
   return 0;
 }

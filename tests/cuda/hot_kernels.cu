@@ -16,3 +16,7 @@ template __global__ void cd::apply_kernel<float, true>(float*, cd::strided_shape
 template __global__ void cd::count_nonzero_kernel<src>(src, std::size_t, unsigned long long*);
 template __global__ void cd::n_m_fixed_kernel<2, 4, float>(const float*, std::uint8_t*, std::size_t, std::size_t, std::size_t,
                                                            cd::scan_status*);
+template __global__ void cd::n_m_spmm_kernel<float>(const float*, const std::uint8_t*, std::size_t, std::size_t, std::size_t, std::size_t,
+                                                    std::size_t, std::size_t, const float*, std::size_t, float*, float, float);
+template __global__ void cd::n_m_write_kernel<float>(const float*, const std::uint8_t*, std::size_t, std::size_t, std::size_t, std::size_t,
+                                                     std::size_t, std::size_t, std::size_t, float*, std::uint8_t*);

@@ -503,8 +503,9 @@ void spmm(const device_n_m<T>& a, const VB& b_view, const VC& c_view, std::type_
 // ---- 2:4 fp16 / bf16 through cuSPARSELt (optional) -------------------------------------
 // Declared only when <cusparseLt.h> is found (SPRUCE_HAS_CUSPARSELT == 1); nothing else in
 // spruce needs it, and a toolkit without it builds everything else unchanged. Link
-// cusparseLt yourself when you use sparselt_product (the CMake build links nothing extra).
-#if defined(__has_include)
+// cusparseLt yourself when you use sparselt_product; define SPRUCE_HAS_CUSPARSELT=0 to leave
+// it out where the header exists but the library does not.
+#if defined(__has_include) && !defined(SPRUCE_HAS_CUSPARSELT)
 #if __has_include(<cusparseLt.h>)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
