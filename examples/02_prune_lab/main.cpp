@@ -52,6 +52,7 @@ struct config {
   std::size_t epochs = 2;       // fine-tuning epochs of fine-grained, channel, 2:4
   std::size_t slim_epochs = 1;  // sparsity training epochs per lambda
   std::size_t slim_tune_epochs = 3;  // fine-tuning epochs of each slimmed (small, fast) network
+  std::size_t channel_epochs = 4;    // fine-tuning epochs of the channel-pruned (half-MACs) network
   std::size_t gradual_epochs = 4;
   double lr = 0.01;
   std::size_t train_images = 0, test_images = 0, held_out = 1000;
@@ -76,7 +77,8 @@ void usage(std::FILE* to) {
                "                      table derived from the scan\n"
                "  --budget X          accuracy drop each layer may cost in the derived table (0.005)\n"
                "  --size-target X     nonzero size bound as a fraction of dense (0.25)\n"
-               "  --epochs N          fine-tuning epochs of fine-grained, channel and 2:4 (2)\n"
+               "  --epochs N          fine-tuning epochs of fine-grained and 2:4 (2)\n"
+               "  --channel-epochs N  fine-tuning epochs of the channel-pruned network (4)\n"
                "  --slim-epochs N     sparsity-training epochs per lambda (1)\n"
                "  --slim-tune-epochs N  fine-tuning epochs of each slimmed network (3)\n"
                "  --gradual-epochs N  epochs of gradual pruning, the last without pruning (4)\n"
@@ -92,7 +94,7 @@ void usage(std::FILE* to) {
 config parse(int argc, char** argv) {
   config c;
   bool long_run = false;
-  std::optional<std::size_t> epochs, slim, slim_tune, gradual;
+  std::optional<std::size_t> epochs, channel, slim, slim_tune, gradual;
   for (int i = 1; i < argc; ++i) {
     const std::string_view flag = argv[i];
     const auto value = [&]() -> std::string {
@@ -137,6 +139,8 @@ config parse(int argc, char** argv) {
       epochs = parse_count(flag, value());
     } else if (flag == "--slim-epochs") {
       slim = parse_count(flag, value());
+    } else if (flag == "--channel-epochs") {
+      channel = parse_count(flag, value());
     } else if (flag == "--slim-tune-epochs") {
       slim_tune = parse_count(flag, value());
     } else if (flag == "--gradual-epochs") {
@@ -159,7 +163,7 @@ config parse(int argc, char** argv) {
     }
   }
   if (c.smoke) {
-    c.epochs = c.slim_epochs = c.slim_tune_epochs = 1;
+    c.epochs = c.channel_epochs = c.slim_epochs = c.slim_tune_epochs = 1;
     c.gradual_epochs = 2;
 #if defined(__SANITIZE_ADDRESS__)
     // Several times slower under the sanitizers: half the images again.
@@ -174,13 +178,17 @@ config parse(int argc, char** argv) {
     c.choose_repeats = 1;
     c.log_every = 1;
   }
-  if (long_run) c.epochs *= 3, c.slim_epochs *= 3, c.slim_tune_epochs *= 3, c.gradual_epochs *= 3;
+  if (long_run)
+    c.epochs *= 3, c.channel_epochs *= 3, c.slim_epochs *= 3, c.slim_tune_epochs *= 3, c.gradual_epochs *= 3;
   if (epochs) c.epochs = *epochs;
+  if (channel) c.channel_epochs = *channel;
   if (slim) c.slim_epochs = *slim;
   if (slim_tune) c.slim_tune_epochs = *slim_tune;
   if (gradual) c.gradual_epochs = *gradual;
-  if (c.epochs == 0 || c.slim_epochs == 0 || c.slim_tune_epochs == 0 || c.gradual_epochs < 2)
-    throw usage_error("--epochs, --slim-epochs and --slim-tune-epochs must be >= 1, --gradual-epochs >= 2");
+  if (c.epochs == 0 || c.channel_epochs == 0 || c.slim_epochs == 0 || c.slim_tune_epochs == 0 ||
+      c.gradual_epochs < 2)
+    throw usage_error("--epochs, --channel-epochs, --slim-epochs and --slim-tune-epochs must be >= 1, "
+                      "--gradual-epochs >= 2");
   return c;
 }
 
@@ -570,7 +578,7 @@ void stage_channel(run_state& r) {
   sb.prune(ratios);
   auto sorted = shrink(sb, bias_of(st), in);
   const double before = evaluate(*sorted, r.d.test).accuracy;
-  fine_tune("channel", *sorted, r.d.train, tune(r, r.cfg.epochs));
+  fine_tune("channel", *sorted, r.d.train, tune(r, r.cfg.channel_epochs));
   const double after = evaluate(*sorted, r.d.test).accuracy;
   row w = make_row(r, "channel 30%", "sorted", all_tensors(*sorted), sorted->parameters(), false, true);
   w.acc_before = before;
