@@ -69,6 +69,7 @@ struct options {
   bool eval_only = false;
   std::optional<fs::path> checkpoint;
   std::optional<double> min_accuracy;
+  std::optional<fs::path> init;  // start from these weights instead of a fresh initialisation
 };
 
 void usage(std::FILE* to) {
@@ -93,6 +94,8 @@ void usage(std::FILE* to) {
                "  --log-every N       progress line every N batches (default 50)\n"
                "  --eval-only         evaluate --checkpoint PATH on the test set and exit\n"
                "  --checkpoint PATH   checkpoint to evaluate\n"
+               "  --init PATH         start training from this checkpoint's weights (a second\n"
+               "                      schedule after a first run; same model and width)\n"
                "  --min-accuracy X    with --eval-only: exit 1 when the accuracy is below X\n",
                train::default_fashion_mnist_dir().string().c_str());
 }
@@ -148,6 +151,8 @@ options parse(int argc, char** argv) {
       o.log_every = std::max<std::size_t>(1, parse_count(flag, value()));
     } else if (flag == "--eval-only") {
       o.eval_only = true;
+    } else if (flag == "--init") {
+      o.init = value();
     } else if (flag == "--checkpoint") {
       o.checkpoint = value();
     } else if (flag == "--min-accuracy") {
@@ -277,6 +282,12 @@ template <class Model>
 int train_loop(const options& o, Model& model, train::dataset& data, train::dataset& test,
                const train::channel_stats& stats, const std::string& describe,
                std::map<std::string, std::string> model_meta) {
+  if (o.init) {
+    auto tensors = model.parameters();
+    for (auto& b : model.buffers()) tensors.push_back(b);
+    train::load_safetensors(*o.init, tensors);
+    model_meta.emplace("init", o.init->string());
+  }
   train::sgd_options sgd_opt;
   sgd_opt.lr = o.lr;
   sgd_opt.momentum = o.momentum;
