@@ -409,6 +409,23 @@ TEST_CASE("spruce-prune: per-tensor masks are the library's, for every granulari
   per_tensor_case(granularity::element{}, "element", criterion::l1{}, "l1", exact{}, "exact", dtype::f64);
 }
 
+TEST_CASE("spruce-prune: N:M over a tensor larger than one 4 MiB block of rows is the whole tensor's mask") {
+  scratch_dir dir;
+  std::mt19937 rng(4);
+  const std::vector<stored> model = {{{"big.weight", dtype::bf16, {1100, 1024}}, random_tensor(dtype::bf16, 1100 * 1024, rng)},
+                                     {{"conv.weight", dtype::f32, {600, 8, 3, 3}}, random_tensor(dtype::f32, 600 * 72, rng, true)}};
+  write_model(dir / "in.safetensors", model, meta);
+  REQUIRE(run_cli("prune '" + (dir / "in.safetensors").string() + "' -o '" + (dir / "out.safetensors").string() +
+                      "' --include '*' --granularity 2:4 -q",
+                  dir / "log") == 0);
+  const io::safetensors_file out(dir / "out.safetensors");
+  for (const auto& t : model) {
+    const auto v = as_floats(t);
+    check_applied(t, out, n_m_mask(tensor_ref<const float>(v.data(), std::span<const std::size_t>(t.spec.shape)),
+                                   granularity::n_m_pattern{2, 4, false}));
+  }
+}
+
 TEST_CASE("spruce-prune: Wanda, tables, global scope with limits, sharded input, the default selection") {
   scratch_dir dir;
   const auto model = transformer(dtype::f32, 9);

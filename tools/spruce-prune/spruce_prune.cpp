@@ -532,14 +532,19 @@ void check_shape(const options& o, const safetensors_entry& e) {
 // Values of a tensor as T: a view into the mapping when the dtype is T's and the data is
 // aligned, else a converted copy in `scratch`.
 template <class T>
-spruce::tensor_ref<const T> values_of(const safetensors_file& f, const safetensors_entry& e, std::vector<T>& scratch) {
-  const auto b = f.bytes(e);
-  const bool own = (sizeof(T) == 4 && e.dtype == dtype::f32) || (sizeof(T) == 8 && e.dtype == dtype::f64);
+spruce::tensor_ref<const T> values_of(dtype d, std::span<const std::byte> b, std::span<const std::size_t> shape,
+                                      std::vector<T>& scratch, const std::string& name) {
+  const bool own = (sizeof(T) == 4 && d == dtype::f32) || (sizeof(T) == 8 && d == dtype::f64);
   if (own && reinterpret_cast<std::uintptr_t>(b.data()) % alignof(T) == 0)
-    return f.view<T>(e);
-  scratch.resize(e.elements());
-  f.read_values(e, std::span<T>(scratch));
-  return spruce::tensor_ref<const T>(scratch.data(), std::span<const std::size_t>(e.shape));
+    return spruce::tensor_ref<const T>(reinterpret_cast<const T*>(b.data()), shape);
+  scratch.resize(b.size() / spruce::io::dtype_size(d));
+  spruce::io::to_values(d, b.data(), scratch.size(), scratch.data(), false, "tensor '" + name + "'");
+  return spruce::tensor_ref<const T>(scratch.data(), shape);
+}
+
+template <class T>
+spruce::tensor_ref<const T> values_of(const safetensors_file& f, const safetensors_entry& e, std::vector<T>& scratch) {
+  return values_of<T>(e.dtype, f.bytes(e), std::span<const std::size_t>(e.shape), scratch, e.name);
 }
 
 std::size_t count_zeros(const safetensors_file& f, const safetensors_entry& e) {
@@ -767,20 +772,50 @@ class global_cut {
 
 // ---- output ------------------------------------------------------------------------------
 
-// Writes the bytes of `e` with the pruned elements zeroed (+0 in every floating dtype is
-// all zero bits), in chunks, so no second copy of the tensor exists.
-void write_masked(spruce::io::safetensors_writer& out, std::span<const std::byte> src, std::size_t esize,
-                  const spruce::mask& m) {
-  constexpr std::size_t chunk = std::size_t{1} << 20;  // elements
-  std::vector<std::byte> buf(std::min(m.size(), chunk) * esize);
+// Zeros before and nonzeros kept, for the report.
+struct masked_counts {
+  std::size_t zeros_before = 0, nonzero_after = 0, kept = 0;
+};
+
+// Streams the bytes of a tensor with the pruned elements zeroed (+0 in every floating
+// dtype is all zero bits) to `out` (or nowhere, for --dry-run) in chunks, so no second copy
+// of the tensor exists, and counts what the report shows on the way. Kept elements are
+// copied bit for bit.
+template <class U>
+masked_counts write_masked_as(spruce::io::safetensors_writer* out, std::span<const std::byte> src,
+                              const spruce::mask& m) {
+  constexpr std::size_t chunk = (std::size_t{4} << 20) / sizeof(U);  // 4 MiB of output
+  constexpr U magnitude = static_cast<U>(~(U{1} << (sizeof(U) * 8 - 1)));  // all bits but the sign
+  std::vector<U> buf(std::min(m.size(), chunk));
   const std::uint8_t* keep = m.data();
+  const std::byte* p = src.data();
+  masked_counts c;
   for (std::size_t b = 0; b < m.size(); b += chunk) {
     const std::size_t e = std::min(m.size(), b + chunk);
-    std::memcpy(buf.data(), src.data() + b * esize, (e - b) * esize);
-    for (std::size_t i = b; i < e; ++i)
-      if (!keep[i]) std::memset(buf.data() + (i - b) * esize, 0, esize);
-    out.write(std::span<const std::byte>(buf.data(), (e - b) * esize));
+    std::size_t zeros = 0, nonzero = 0, kept = 0;
+    for (std::size_t i = b; i < e; ++i) {
+      U v;
+      std::memcpy(&v, p + i * sizeof(U), sizeof(U));
+      const bool nz = (v & magnitude) != 0;
+      const bool k = keep[i] != 0;
+      zeros += !nz;
+      nonzero += nz && k;
+      kept += k;
+      buf[i - b] = k ? v : U{0};
+    }
+    c.zeros_before += zeros;
+    c.nonzero_after += nonzero;
+    c.kept += kept;
+    if (out) out->write(std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf.data()), (e - b) * sizeof(U)));
   }
+  return c;
+}
+
+masked_counts write_masked(spruce::io::safetensors_writer* out, std::span<const std::byte> src, std::size_t esize,
+                           const spruce::mask& m) {
+  if (esize == 2) return write_masked_as<std::uint16_t>(out, src, m);
+  if (esize == 4) return write_masked_as<std::uint32_t>(out, src, m);
+  return write_masked_as<std::uint64_t>(out, src, m);
 }
 
 struct progress {
@@ -830,35 +865,56 @@ fs::path output_index_path(const options& o, const checkpoint& c) {
   return out;
 }
 
-// The mask of one selected tensor (per-tensor scope, or its share of a global cut), and
-// its report figures.
+// The mask of one selected tensor (per-tensor scope, or its share of a global cut).
 template <class T>
 spruce::mask one_mask(const options& o, const safetensors_file& f, tensor_item& it, const safetensors_file* acts,
                       const global_cut<T>* global, std::size_t k) {
   const auto& e = *it.entry;
   std::vector<T> scratch;
   const spruce::tensor_ref<const T> w = values_of<T>(f, e, scratch);
+  if (!scratch.empty()) f.release(e);  // converted: the mapped pages are not needed until the write
   std::vector<T> norms;
   if (acts) {
     const auto& a = acts->at(e.name);
     norms.resize(a.elements());
     acts->read_values(a, std::span<T>(norms));
   }
-  spruce::mask m = global ? global->mask_of(k, w)
-                          : tensor_mask<T>(o, w, it.amount.value_or(spruce::amount(0.0)), norms, e.name);
-  std::size_t zeros = 0, kept_nonzero = 0;
-  const T* p = w.data();
-  const std::uint8_t* keep = m.data();
-  for (std::size_t j = 0; j < w.size(); ++j) {
-    zeros += p[j] == T(0);
-    kept_nonzero += keep[j] && p[j] != T(0);
+  return global ? global->mask_of(k, w)
+                : tensor_mask<T>(o, w, it.amount.value_or(spruce::amount(0.0)), norms, e.name);
+}
+
+// An N:M mask is row-local (the groups run along axis 1 inside each output row), so a
+// tensor is pruned in blocks of whole rows of about 4 MiB: the library's mask of each
+// block is exactly that block's rows of the whole tensor's mask, and no copy of the whole
+// tensor (a float one of an F16 / BF16 tensor, or its mask) ever exists.
+template <class T>
+masked_counts n_m_blocks(const options& o, const safetensors_file& f, const safetensors_entry& e,
+                         const safetensors_file* acts, spruce::io::safetensors_writer* out) {
+  std::vector<T> norms;
+  if (acts) {
+    const auto& a = acts->at(e.name);
+    norms.resize(a.elements());
+    acts->read_values(a, std::span<T>(norms));
   }
-  const std::size_t n = e.elements();
-  it.before = n ? static_cast<double>(zeros) / static_cast<double>(n) : 0.0;
-  it.kept = m.count_kept();
-  it.after = n ? 1.0 - static_cast<double>(kept_nonzero) / static_cast<double>(n) : 0.0;
-  it.pruned = true;
-  return m;
+  const auto bytes = f.bytes(e);
+  const std::size_t es = spruce::io::dtype_size(e.dtype), rows = e.shape[0];
+  const std::size_t row = rows ? e.elements() / rows : 0;
+  const std::size_t block = std::max<std::size_t>(1, (std::size_t{4} << 20) / std::max<std::size_t>(1, row * sizeof(T)));
+  masked_counts c;
+  std::vector<T> scratch;
+  std::vector<std::size_t> shape = e.shape;
+  for (std::size_t r0 = 0; r0 < rows || (rows == 0 && r0 == 0); r0 += block) {
+    const std::size_t r1 = std::min(rows, r0 + block);
+    shape[0] = r1 - r0;
+    const auto part = bytes.subspan(r0 * row * es, (r1 - r0) * row * es);
+    const auto w = values_of<T>(e.dtype, part, std::span<const std::size_t>(shape), scratch, e.name);
+    const spruce::mask m = tensor_mask<T>(o, w, spruce::amount(0.0), norms, e.name);
+    const masked_counts b = write_masked(out, part, es, m);
+    c.zeros_before += b.zeros_before, c.nonzero_after += b.nonzero_after, c.kept += b.kept;
+    f.mapping().release(static_cast<std::size_t>(part.data() - f.mapping().bytes().data()), part.size());
+    if (rows == 0) break;
+  }
+  return c;
 }
 
 template <class T>
@@ -919,10 +975,21 @@ int prune_as(const options& o, checkpoint& c) {
       continue;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    // Per tensor, F64 is scored in double and the rest in float; global scope has one type.
-    const spruce::mask m = (e.dtype == dtype::f64 && !global) ? one_mask<double>(o, f, it, acts.get(), nullptr, k)
-                                                              : one_mask<T>(o, f, it, acts.get(), global ? &*global : nullptr, k);
-    if (write) write_masked(*writers[it.shard], bytes, spruce::io::dtype_size(e.dtype), m);
+    auto* out = write ? writers[it.shard].get() : nullptr;
+    masked_counts mc;
+    if (o.gran.kind == gran_kind::n_m) {
+      mc = e.dtype == dtype::f64 ? n_m_blocks<double>(o, f, e, acts.get(), out) : n_m_blocks<float>(o, f, e, acts.get(), out);
+    } else {
+      // Per tensor, F64 is scored in double and the rest in float; global scope has one type.
+      const spruce::mask m = (e.dtype == dtype::f64 && !global) ? one_mask<double>(o, f, it, acts.get(), nullptr, k)
+                                                                : one_mask<T>(o, f, it, acts.get(), global ? &*global : nullptr, k);
+      mc = write_masked(out, bytes, spruce::io::dtype_size(e.dtype), m);
+    }
+    const std::size_t n = e.elements();
+    it.before = n ? static_cast<double>(mc.zeros_before) / static_cast<double>(n) : 0.0;
+    it.after = n ? 1.0 - static_cast<double>(mc.nonzero_after) / static_cast<double>(n) : 0.0;
+    it.kept = mc.kept;
+    it.pruned = true;
     f.release(e);
     it.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     prog.step(e.bytes());

@@ -168,7 +168,22 @@ void to_values(dtype d, const std::byte* src, std::size_t n, T* out, bool swap =
     if (n) std::memcpy(out, src, n * sizeof(T));
     return;
   }
-  for (std::size_t i = 0; i < n; ++i) out[i] = load_element<T>(d, src, i, swap);
+  // One loop per dtype, so the conversion is not a switch per element.
+  auto each = [&](auto tag, auto convert) {
+    using U = decltype(tag);
+    for (std::size_t i = 0; i < n; ++i) {
+      U u;
+      std::memcpy(&u, src + i * sizeof(U), sizeof(U));
+      if (swap) u = detail::byte_swap(u);
+      out[i] = static_cast<T>(convert(u));
+    }
+  };
+  switch (d) {
+    case dtype::f16: each(std::uint16_t{}, [](std::uint16_t u) { return f16_to_float(u); }); break;
+    case dtype::bf16: each(std::uint16_t{}, [](std::uint16_t u) { return bf16_to_float(u); }); break;
+    case dtype::f32: each(std::uint32_t{}, [](std::uint32_t u) { return std::bit_cast<float>(u); }); break;
+    default: each(std::uint64_t{}, [](std::uint64_t u) { return std::bit_cast<double>(u); }); break;
+  }
 }
 
 }  // namespace spruce::io

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# spruce-prune on a 1 GB F32 and a 1 GB BF16 safetensors beside `cp` of the same file:
+#
+#   bench/bench_prune_cli.sh [DIR] [MB]     (default: a fresh directory under /tmp, 1024 MB)
+#   SPRUCE_PRUNE=path/to/spruce-prune       (default: build/cli, then build/release)
+#
+# Each file holds 64 MiB tensors (F32 [4096, 4096], BF16 [4096, 8192]). The cache is warmed
+# by reading the file once, then each command runs three times and the fastest wall time
+# counts: `cp`, `prune --sparsity 0.5` (element, L1, threshold) and `prune --granularity
+# 2:4`. Printed: wall seconds, the ratio to cp (target <= 3) and the peak resident set from
+# /usr/bin/time -v (target <= largest tensor + 64 MiB = 128 MiB). On a shared, busy machine
+# the ratios move by tens of percent from run to run.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dir=${1:-$(mktemp -d /tmp/spruce_bench_cli.XXXXXX)}
+mb=${2:-1024}
+exe=${SPRUCE_PRUNE:-}
+if [[ -z $exe ]]; then
+  for b in build/cli build/release; do
+    [[ -x $root/$b/tools/spruce-prune/spruce-prune ]] && exe=$root/$b/tools/spruce-prune/spruce-prune && break
+  done
+fi
+[[ -x $exe ]] || { echo "bench_prune_cli.sh: build spruce-prune first (cmake --build BUILD --target spruce-prune)" >&2; exit 2; }
+mkdir -p "$dir"
+echo "spruce-prune: $exe; files in $dir; $(nproc) cores; $(uptime | sed 's/.*load/load/')"
+
+# best_of CMD...: the fastest of three runs: "<seconds> <peak RSS KiB>"
+best_of() {
+  local best="" t
+  for _ in 1 2 3; do
+    rm -f "$dir/out.safetensors"
+    /usr/bin/time -v "$@" >/dev/null 2>"$dir/time.log"
+    t=$(awk -F': ' '/Elapsed \(wall clock\)/ {n = split($2, a, ":"); s = 0; for (i = 1; i <= n; ++i) s = s * 60 + a[i]; print s}
+                   /Maximum resident set size/ {print $2}' "$dir/time.log" | paste -sd' ')
+    if [[ -z $best ]] || awk -v a="${t%% *}" -v b="${best%% *}" 'BEGIN {exit !(a < b)}'; then best=$t; fi
+  done
+  echo "$best"
+}
+
+printf '\n| input | command | wall s | x cp | peak RSS MiB |\n| --- | --- | --- | --- | --- |\n'
+for dt in F32 BF16; do
+  f=$dir/model_$dt.safetensors
+  [[ -e $f ]] || python3 "$root/tests/cli/make_checkpoint.py" big "$f" $((mb << 20)) "$dt"
+  cat "$f" >/dev/null  # warm the page cache
+  size=$(du -m "$f" | cut -f1)
+  read -r cp_s cp_kb < <(best_of cp "$f" "$dir/out.safetensors")
+  printf '| %s %s MB | cp | %s | 1.00 | %d |\n' "$dt" "$size" "$cp_s" $((cp_kb / 1024))
+  for args in "--sparsity 0.5" "--granularity 2:4"; do
+    read -r s kb < <(best_of "$exe" prune "$f" -o "$dir/out.safetensors" -q $args)
+    printf '| %s %s MB | prune %s | %s | %.2f | %d |\n' "$dt" "$size" "$args" "$s" "$(awk -v a="$s" -v b="$cp_s" 'BEGIN {print (b > 0 ? a / b : 0)}')" $((kb / 1024))
+  done
+done
+rm -f "$dir/out.safetensors" "$dir/time.log"
+echo
+echo "targets: x cp <= 3; peak RSS <= 128 MiB (largest tensor 64 MiB + 64 MiB). Files kept in $dir."
