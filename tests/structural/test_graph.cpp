@@ -853,6 +853,9 @@ TEST_CASE("graph: layers declared in any order, and a layer that reads its chann
   CHECK(g.cfg(g.keep_all()).front().name == "x");
   // a's channels reach c twice: no single channel_group can move them; such a group is refused.
   CHECK_THROWS_WITH_AS(g.group(0), doctest::Contains("conv 'c' reads these channels twice"), spruce::error);
+  CHECK(g.groups()[0].frozen);  // so sorting and slimming leave it alone
+  CHECK(g.prunable().empty());
+  g.sort_channels();
   st::channel_plan p = g.keep_all();
   p.keep[0] = {1};
   CHECK_THROWS_WITH_AS(g.prune(p), doctest::Contains("its plan entry must keep all 4"), spruce::error);

@@ -108,8 +108,10 @@ struct member_info {
 
 /// One derived channel group: every slice that loses the same channels. `name` is its
 /// first producer's name. A group is frozen when the user froze one of its layers, when an
-/// addition joins it to the network input, or when a layer carrying it is a network
-/// output (no layer reads it); `frozen_reason` says which. The producers are the convs and
+/// addition joins it to the network input, when a layer carrying it is a network output
+/// (no layer reads it), or when one layer holds its channels twice (reads them twice
+/// through a concatenation, or reads and writes them: an addition around a single conv),
+/// which no channel_group can move; `frozen_reason` says which. The producers are the convs and
 /// linears whose outputs carry the channels (more than one when additions couple them),
 /// the consumers the layers that read them.
 struct group_info {
@@ -161,7 +163,8 @@ struct graph_slimming {
 /// name no layer has, a cycle, or a shape that does not fit its edge is a spruce::error
 /// naming the layer, raised before any tensor moves. The tensors stay the user's: sorting
 /// and pruning move their elements through channel_group and the graph adopts the shrunk
-/// views. Tensors must be contiguous row-major and must not share memory.
+/// views. Tensors must be contiguous row-major and must not share memory. The derived
+/// groups are cached inside, so one graph is not for use from several threads at once.
 template <class T>
 class graph {
   static_assert(!std::is_const_v<T>, "structural::graph moves channels; use a non-const element type");
@@ -655,10 +658,9 @@ class graph {
         if (seen[c]++)
           throw error("graph: the plan for group '" + g.name + "' lists channel " + std::to_string(c) + " twice; list each once");
       }
-      if (k.size() != g.channels && (g.frozen || !a.unsupported[i].empty()))
-        throw error("graph: group '" + g.name + (g.frozen ? "' is frozen (" + g.frozen_reason
-                                                          : "' cannot be moved as one (" + a.unsupported[i]) +
-                    "); its plan entry must keep all " + std::to_string(g.channels) + " channels");
+      if (k.size() != g.channels && g.frozen)
+        throw error("graph: group '" + g.name + "' is frozen (" + g.frozen_reason + "); its plan entry must keep all " +
+                    std::to_string(g.channels) + " channels");
     }
   }
 
@@ -947,6 +949,11 @@ class graph {
     for (const auto& f : frozen_) freeze_value(a.values[names_.find(f)->second], "frozen at layer '" + f + "'");
     for (std::size_t l : a.order)
       if (!read[l]) freeze_value(a.values[l], "the network output '" + layers_[l].name + "' (no layer reads it)");
+    for (std::size_t g = 0; g < a.groups.size(); ++g)
+      if (!a.unsupported[g].empty() && !a.groups[g].frozen) {
+        a.groups[g].frozen = true;
+        a.groups[g].frozen_reason = a.unsupported[g] + "; no one channel_group can move them";
+      }
     return a;
   }
 
