@@ -340,54 +340,41 @@ void basic_resnet<T>::backward(const tensor<T>& dlogits) {
   stem_conv_.backward(input_, d_stem_, nullptr);
 }
 
+// parameters() and gradients(): one walk, the values or their gradients.
 template <class T>
-std::vector<spruce::named_tensor<T>> basic_resnet<T>::parameters() {
+std::vector<spruce::named_tensor<T>> basic_resnet<T>::walk(bool grad) {
   std::vector<spruce::named_tensor<T>> out;
-  push_conv(out, "conv1", stem_conv_, false);
-  push_bn(out, "bn1", stem_bn_, false);
+  push_conv(out, "conv1", stem_conv_, grad);
+  push_bn(out, "bn1", stem_bn_, grad);
   for (std::size_t s = 0; s < stages_.size(); ++s)
     for (std::size_t b = 0; b < stages_[s].size(); ++b) {
       block& k = stages_[s][b];
       const std::string p = block_prefix(s, b);
-      push_conv(out, p + "conv1", k.conv1, false);
-      push_bn(out, p + "bn1", k.bn1, false);
-      push_conv(out, p + "conv2", k.conv2, false);
-      push_bn(out, p + "bn2", k.bn2, false);
-      push_conv(out, p + "conv3", k.conv3, false);
-      push_bn(out, p + "bn3", k.bn3, false);
+      push_conv(out, p + "conv1", k.conv1, grad);
+      push_bn(out, p + "bn1", k.bn1, grad);
+      push_conv(out, p + "conv2", k.conv2, grad);
+      push_bn(out, p + "bn2", k.bn2, grad);
+      push_conv(out, p + "conv3", k.conv3, grad);
+      push_bn(out, p + "bn3", k.bn3, grad);
       if (k.ds_conv) {
-        push_conv(out, p + "downsample.0", *k.ds_conv, false);
-        push_bn(out, p + "downsample.1", *k.ds_bn, false);
+        push_conv(out, p + "downsample.0", *k.ds_conv, grad);
+        push_bn(out, p + "downsample.1", *k.ds_bn, grad);
       }
     }
-  out.push_back(named(std::string("fc.weight"), fc_.weight(), {fc_.out_features(), fc_.in_features()}));
-  out.push_back(named(std::string("fc.bias"), fc_.bias(), {fc_.out_features()}));
+  out.push_back(named(std::string("fc.weight"), grad ? fc_.weight_grad() : fc_.weight(),
+                      {fc_.out_features(), fc_.in_features()}));
+  out.push_back(named(std::string("fc.bias"), grad ? fc_.bias_grad() : fc_.bias(), {fc_.out_features()}));
   return out;
 }
 
 template <class T>
+std::vector<spruce::named_tensor<T>> basic_resnet<T>::parameters() {
+  return walk(false);
+}
+
+template <class T>
 std::vector<spruce::named_tensor<T>> basic_resnet<T>::gradients() {
-  std::vector<spruce::named_tensor<T>> out;
-  push_conv(out, "conv1", stem_conv_, true);
-  push_bn(out, "bn1", stem_bn_, true);
-  for (std::size_t s = 0; s < stages_.size(); ++s)
-    for (std::size_t b = 0; b < stages_[s].size(); ++b) {
-      block& k = stages_[s][b];
-      const std::string p = block_prefix(s, b);
-      push_conv(out, p + "conv1", k.conv1, true);
-      push_bn(out, p + "bn1", k.bn1, true);
-      push_conv(out, p + "conv2", k.conv2, true);
-      push_bn(out, p + "bn2", k.bn2, true);
-      push_conv(out, p + "conv3", k.conv3, true);
-      push_bn(out, p + "bn3", k.bn3, true);
-      if (k.ds_conv) {
-        push_conv(out, p + "downsample.0", *k.ds_conv, true);
-        push_bn(out, p + "downsample.1", *k.ds_bn, true);
-      }
-    }
-  out.push_back(named(std::string("fc.weight"), fc_.weight_grad(), {fc_.out_features(), fc_.in_features()}));
-  out.push_back(named(std::string("fc.bias"), fc_.bias_grad(), {fc_.out_features()}));
-  return out;
+  return walk(true);
 }
 
 template <class T>

@@ -131,6 +131,7 @@ class basic_resnet {
     tensor<T> d_out, d_sum, d1, d2, d3, d_ds, d_short;
   };
   const tensor<T>& run();
+  std::vector<spruce::named_tensor<T>> walk(bool grad);
   void check_input(std::size_t n, std::size_t c) const;
 
   resnet_cfg cfg_;
