@@ -20,6 +20,9 @@ arch=${SPRUCE_CUDA_ARCH:-sm_90}
 out=${OUT:-build/gpu_check}
 mkdir -p "$out"
 t0=$SECONDS
+# The test program is one large translation unit (about 2 minutes of one core); the two
+# builds run side by side.
+build_s=${SPRUCE_GPU_BUILD_TIMEOUT:-300}
 flags=(-std=c++20 -O3 "-arch=$arch" --Werror=all-warnings -Iinclude -Xcompiler=-fopenmp)
 
 # cuSPARSELt is optional: linked when both its header and its library are there.
@@ -31,9 +34,9 @@ fi
 
 echo "==== build ($arch; cuSPARSELt: ${lt[*]})"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
-timeout 240 nvcc "${flags[@]}" tests/cuda/test_cuda.cu -o "$out/test_cuda" -lcusparse &
+timeout "$build_s" nvcc "${flags[@]}" tests/cuda/test_cuda.cu -o "$out/test_cuda" -lcusparse &
 p1=$!
-timeout 240 nvcc "${flags[@]}" bench/cuda/bench_cuda.cu -o "$out/bench_cuda" -lcusparse -lcublas "${lt[@]}" &
+timeout "$build_s" nvcc "${flags[@]}" bench/cuda/bench_cuda.cu -o "$out/bench_cuda" -lcusparse -lcublas "${lt[@]}" &
 p2=$!
 wait $p1; b1=$?
 wait $p2; b2=$?
