@@ -52,11 +52,11 @@ usage:
                                              checkpoint's model.safetensors.index.json) to OUT
   spruce-prune inspect FILE [--pattern N:M]  per tensor: name, dtype, shape, bytes, sparsity,
                                              the N:M pattern it fits along its input axis; totals
-  spruce-prune verify FILE (--pattern N:M | --sparsity S) [--include/--exclude ...]
+  spruce-prune verify FILE (--pattern N:M | --sparsity S) [--include/--exclude ...] [--scope global]
                                              exit 0 when every selected tensor fits the pattern
-                                             (or the selected tensors hold at least
-                                             round(S * elements) zeros), 1 otherwise, listing
-                                             the offending tensors
+                                             (or holds at least round(S * elements) zeros; with
+                                             --scope global, the selected tensors together), 1
+                                             otherwise, listing the offending tensors
   spruce-prune --help | --version
 
 which tensors (prune and verify):
@@ -861,7 +861,10 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
 fs::path output_index_path(const options& o, const checkpoint& c) {
   fs::path out = o.output;
   std::error_code ec;
-  if (fs::is_directory(out, ec)) out /= c.index_path.filename();
+  if (fs::is_directory(out, ec)) return out / c.index_path.filename();
+  if (out.extension() != ".json")
+    throw error("output '" + o.output + "' for the sharded checkpoint '" + o.input + "' is neither an existing "
+                "directory nor an index file name (*.index.json); create the directory first or name the index");
   return out;
 }
 
