@@ -59,6 +59,56 @@ TEST_CASE("slimming_masks takes a std::vector and returns the reference threshol
   }
 }
 
+TEST_CASE("slimming_masks with per-layer limits: a fraction kept in every layer, the reference count removed") {
+  // Layer 1's scales are all below the others' (a late layer of a network not trained
+  // sparse): without a cap the global threshold empties it; with max = 0.5 it keeps half,
+  // and the count it would have lost is taken from the others, lowest |gamma| first
+  // (max = 0.6 leaves room for the reference's 16 of 30: at most 7 + 4 + 6 pruned).
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> d(1, 40);
+  for (int trial = 0; trial < 30; ++trial) {
+    std::vector<std::vector<float>> gammas = {std::vector<float>(12), std::vector<float>(8), std::vector<float>(10)};
+    for (std::size_t l = 0; l < gammas.size(); ++l)
+      for (float& x : gammas[l]) x = (l == 1 ? 0.001f : 0.01f) * static_cast<float>(d(rng)) * (d(rng) % 2 ? 1.0f : -1.0f);
+    std::vector<named_tensor<float>> views;
+    for (std::size_t i = 0; i < gammas.size(); ++i) views.push_back({"bn" + std::to_string(i), make_view(gammas[i])});
+    const double percent = 0.5;
+    sparsity_limits limits;
+    limits.max = 0.6;
+    const auto capped = structural::slimming_masks(views, percent, limits);
+    const auto free = structural::slimming_masks(views, percent);
+    CHECK(capped.threshold == free.threshold);  // the reference threshold, as reported
+    std::size_t removed = 0, removed_free = 0;
+    for (std::size_t i = 0; i < gammas.size(); ++i) {
+      const std::size_t n = gammas[i].size(), kept = capped[i].count_kept();
+      CHECK(static_cast<double>(n - kept) <= 0.6 * static_cast<double>(n));
+      removed += n - kept;
+      removed_free += n - free[i].count_kept();
+    }
+    // The reference count goes, give or take the channels tied at the threshold (the free
+    // rule drops every tie, global scope its own tie rule).
+    CHECK(removed + 2 >= removed_free);
+    CHECK(removed <= removed_free + 2);
+    CHECK(free[1].count_kept() == 0);
+    CHECK(capped[1].count_kept() == 4);
+    // It is global scope with these limits, exactly.
+    const auto global = global_masks(pruner<granularity::element, criterion::l1, selection::slimming>{{}, {}, {percent}},
+                                     std::span<const named_tensor<float>>(views), limits);
+    for (std::size_t i = 0; i < gammas.size(); ++i) CHECK(global[i] == capped[i]);
+    // The count form is min_kept.
+    sparsity_limits two;
+    two.min_kept = 2;
+    const auto a = structural::slimming_masks(views, percent, 2);
+    const auto b = structural::slimming_masks(views, percent, two);
+    CHECK(a == b);
+  }
+  sparsity_limits bad;
+  bad.max = 1.5;
+  std::vector<float> g(4, 1.0f);
+  const std::vector<named_tensor<float>> one = {{"bn", make_view(g)}};
+  CHECK_THROWS_AS(structural::slimming_masks(one, 0.5, bad), error);
+}
+
 TEST_CASE("slimming_masks over std::array and strided gammas, with ties, zeros and negative scales") {
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> d(-6, 6);  // many ties and zeros

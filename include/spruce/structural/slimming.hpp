@@ -60,7 +60,19 @@ struct slimming_result {
 /// threshold (slimming_result). Throws spruce::error, naming the layer, for a scale that is
 /// not 1-D, a layer smaller than min_keep, a NaN scale or percent outside [0, 1).
 template <named_tensor_range R>
-slimming_result<named_tensor_value_t<R>> slimming_masks(const R& gammas, double percent, std::size_t min_keep = 0) {
+slimming_result<named_tensor_value_t<R>> slimming_masks(const R& gammas, double percent, std::size_t min_keep = 0);
+
+/// slimming_masks with every per-layer limit of global scope: besides `min_kept` (a channel
+/// count), `limits.max` caps each layer's pruned fraction (max = 0.75 keeps at least a
+/// quarter of every layer, the per-layer minimum as a fraction, which keeps a global
+/// threshold from hollowing out the late layers of a network whose scales were not trained
+/// sparse) and `limits.min` forces one. The reference count of channels is removed (as far
+/// as the limits allow), re-selected by |gamma| among the layers not at a limit, ties by
+/// global scope's rule; `threshold` is still the reference's. Throws as the count form does, and for limits that are not an interval in
+/// [0, 1] or that no selection of the reference count satisfies.
+template <named_tensor_range R>
+slimming_result<named_tensor_value_t<R>> slimming_masks(const R& gammas, double percent,
+                                                        const sparsity_limits& limits) {
   using T = named_tensor_value_t<R>;
   const auto set = spruce::detail::as_tensor_span(gammas);
   std::size_t total = 0;
@@ -68,13 +80,11 @@ slimming_result<named_tensor_value_t<R>> slimming_masks(const R& gammas, double 
     if (g.view.rank() != 1)
       throw error("slimming: BN scale '" + g.name + "' has shape " + shape_string(g.view.shape()) +
                   "; pass the 1-D gamma of each BatchNorm");
-    if (g.view.size() < min_keep)
+    if (g.view.size() < limits.min_kept)
       throw error("slimming: layer '" + g.name + "' has " + std::to_string(g.view.size()) +
-                  " channels, fewer than min_keep = " + std::to_string(min_keep) + "; lower min_keep");
+                  " channels, fewer than min_keep = " + std::to_string(limits.min_kept) + "; lower min_keep");
     total += g.view.size();
   }
-  sparsity_limits limits;
-  limits.min_kept = min_keep;
   slimming_result<T> out;
   // Validates percent and every scale (NaN names the layer) before the threshold is read.
   out.masks = global_masks(pruner<granularity::element, criterion::l1, selection::slimming>{{}, {}, {percent}}, set,
@@ -99,6 +109,13 @@ slimming_result<named_tensor_value_t<R>> slimming_masks(const R& gammas, double 
                                                              std::span<const std::string>(names))
                       .value;
   return out;
+}
+
+template <named_tensor_range R>
+slimming_result<named_tensor_value_t<R>> slimming_masks(const R& gammas, double percent, std::size_t min_keep) {
+  sparsity_limits limits;
+  limits.min_kept = min_keep;
+  return slimming_masks(gammas, percent, limits);
 }
 
 /// Sparsity training for network slimming: adds the L1 subgradient lambda * sign(gamma)
