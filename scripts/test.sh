@@ -5,7 +5,8 @@
 #
 #  1. scripts/setup.sh installs any missing Debian packages;
 #  2. build/release: Release build of tests and examples, `ctest` (all labels);
-#  3. build/asan: RelWithDebInfo at -O1 with AddressSanitizer + UBSan (SPRUCE_SANITIZE),
+#  3. build/asan: RelWithDebInfo at -O1 -g1 (line tables: sanitizer reports keep file:line,
+#     the build skips full debug info) with AddressSanitizer + UBSan (SPRUCE_SANITIZE),
 #     examples included except the compile-time policy variants, no nvcc programs (the
 #     release pass builds and runs both); `ctest -LE "large|downstream|slow|headers|nvcc"`
 #     (the header and nvcc checks do not change under sanitizers);
@@ -115,7 +116,7 @@ else
   export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=0:detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1:protect_shadow_gap=0}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:report_error_type=1}
   run_pass asan build/asan -LE 'large|downstream|slow|headers|nvcc' -- \
-      -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
       -DSPRUCE_SANITIZE=ON -DSPRUCE_BUILD_TESTS=ON -DSPRUCE_BUILD_EXAMPLES=ON \
       -DSPRUCE_BUILD_BENCHMARKS=OFF -DSPRUCE_ENABLE_CUDA=OFF -DSPRUCE_BUILD_LAB_VARIANTS=OFF || status=1
 fi
