@@ -875,7 +875,7 @@ spruce::mask one_mask(const options& o, const safetensors_file& f, tensor_item& 
   const auto& e = *it.entry;
   std::vector<T> scratch;
   const spruce::tensor_ref<const T> w = values_of<T>(f, e, scratch);
-  if (!scratch.empty()) f.release(e);  // converted: the mapped pages are not needed until the write
+  if (!scratch.empty()) f.release(e);  // converted: the mapped pages are not needed until the write  // converted: the mapped pages are not needed until the write
   std::vector<T> norms;
   if (acts) {
     const auto& a = acts->at(e.name);
@@ -904,7 +904,7 @@ masked_counts n_m_blocks(const options& o, const safetensors_file& f, const safe
   const std::size_t row = rows ? e.elements() / rows : 0;
   const std::size_t block = std::max<std::size_t>(1, (std::size_t{4} << 20) / std::max<std::size_t>(1, row * sizeof(T)));
   masked_counts c;
-  std::vector<T> scratch;
+  std::vector<T> scratch;  // one block's values, reused across blocks
   std::vector<std::size_t> shape = e.shape;
   for (std::size_t r0 = 0; r0 < rows || (rows == 0 && r0 == 0); r0 += block) {
     const std::size_t r1 = std::min(rows, r0 + block);
