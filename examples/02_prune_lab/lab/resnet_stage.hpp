@@ -38,7 +38,7 @@ struct resnet_stage_options {
   std::size_t tune_epochs = 2;  // fine-tuning after each pruning
   double lr = 0.01;
   double lambda = 1e-4;     // the L1 subgradient on every BN scale
-  std::size_t min_keep = 2; // channels every group keeps at least
+  std::size_t min_keep = 16;  // channels every group keeps at least (the narrowest layer: 2 stripped the residual streams)
   std::vector<double> percents{0.5, 0.9};
   std::size_t log_every = 100;
   int latency_repeats = 20;
