@@ -52,6 +52,7 @@ struct config {
   std::size_t epochs = 2;       // fine-tuning epochs of fine-grained, channel, 2:4
   std::size_t slim_epochs = 1;  // sparsity training epochs per lambda
   std::size_t slim_tune_epochs = 3;  // fine-tuning epochs of each slimmed (small, fast) network
+  double slim_layer_keep = 0.25;     // slimming's per-layer minimum, a fraction of each layer
   std::size_t channel_epochs = 4;    // fine-tuning epochs of the channel-pruned (half-MACs) network
   std::size_t gradual_epochs = 4;
   double lr = 0.01;
@@ -81,6 +82,8 @@ void usage(std::FILE* to) {
                "  --channel-epochs N  fine-tuning epochs of the channel-pruned network (4)\n"
                "  --slim-epochs N     sparsity-training epochs per lambda (1)\n"
                "  --slim-tune-epochs N  fine-tuning epochs of each slimmed network (3)\n"
+               "  --slim-layer-keep F  slimming keeps at least this fraction of every layer (0.25; 0:\n"
+               "                      only the 2-channel minimum)\n"
                "  --gradual-epochs N  epochs of gradual pruning, the last without pruning (4)\n"
                "  --lr X              fine-tuning peak learning rate, cosine to 0 (0.01)\n"
                "  --long              the longer, better run: 3x every epoch count\n"
@@ -141,6 +144,9 @@ config parse(int argc, char** argv) {
       slim = parse_count(flag, value());
     } else if (flag == "--channel-epochs") {
       channel = parse_count(flag, value());
+    } else if (flag == "--slim-layer-keep") {
+      c.slim_layer_keep = parse_number(flag, value());
+      if (!(c.slim_layer_keep >= 0 && c.slim_layer_keep < 1)) throw usage_error("--slim-layer-keep must be in [0, 1)");
     } else if (flag == "--slim-tune-epochs") {
       slim_tune = parse_count(flag, value());
     } else if (flag == "--gradual-epochs") {
@@ -637,8 +643,14 @@ void stage_slimming(run_state& r) {
     std::vector<spruce::named_tensor<float>> gammas;
     for (auto& p : params)
       if (p.name.find(".bn") != std::string::npos && p.name.ends_with(".weight")) gammas.push_back(p);
+    // The per-layer minimum: 2 channels, and a fraction of every layer (a cap on its pruned
+    // fraction): scales that were not trained sparse put the late layers' gammas lowest, and
+    // a bare global threshold would hollow them out.
     const std::size_t min_keep = 2;
-    const auto res = spruce::structural::slimming_masks(gammas, percent, min_keep);
+    spruce::sparsity_limits limits;
+    limits.min_kept = min_keep;
+    limits.max = 1.0 - r.cfg.slim_layer_keep;
+    const auto res = spruce::structural::slimming_masks(gammas, percent, limits);
     auto b = backbone_of(t);
     std::vector<double> ratios;
     for (std::size_t i = 0; i < b.groups(); ++i) {
@@ -661,7 +673,7 @@ void stage_slimming(run_state& r) {
     w.checkpoint = "slimming_" + fmt("%.0f", 100 * percent) + ".safetensors";
     const std::string ch = join_counts(slim->channels());
     w.note = "threshold |gamma| " + fmt("%.4g", static_cast<double>(res.threshold)) + ", per-layer minimum " +
-             std::to_string(min_keep) + ", channels " + ch;
+             std::to_string(min_keep) + " and " + fmt("%g", 100 * r.cfg.slim_layer_keep) + "% of each layer, channels " + ch;
     save_model(r.out / w.checkpoint, all_tensors(*slim), meta(r, label, after));
     finish_row(r, std::move(w));
   }
