@@ -35,6 +35,7 @@
 #include <vector>
 
 #include <spruce/core/error.hpp>
+#include <spruce/core/parallel.hpp>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -214,15 +215,6 @@ using u8x8 = unsigned char __attribute__((vector_size(8)));
 inline v8 relu8(v8 v) { return v < v8{} ? v8{} : v; }  // NaN < 0 is false: NaN passes
 // Later wins when larger or NaN (the layer classes' max_pool2d rule).
 inline i8 later_wins8(v8 earlier, v8 later) { return (later > earlier) | (later != later); }
-
-
-int max_threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
 
 }  // namespace
 
@@ -591,16 +583,21 @@ SPRUCE_TRAIN_OMP(omp simd)
              s.bb.data(), static_cast<int>(s.kin), e.dz[i - 1].data(), pos, rows);
 }
 
+// Runs f(first image, last image, group) for every group of the batch on spruce's helper
+// pool (core/parallel.hpp), not an OpenMP team: a team's end barrier waits for a member
+// that another process has preempted (a whole scheduler slice, several times per training
+// step on a shared machine), the pool's caller only waits for groups a helper has started,
+// and blocks while it does. Each group writes its own partial sums, so the result does not
+// depend on which thread ran which group.
 template <class F>
 void for_groups(vgg_engine& e, F&& f) {
-  const auto groups = static_cast<std::ptrdiff_t>(e.groups);
-  const int threads = std::min<int>(max_threads(), static_cast<int>(groups));
-  (void)threads;
-SPRUCE_TRAIN_OMP(omp parallel for schedule(dynamic, 1) num_threads(threads))
-  for (std::ptrdiff_t gi = 0; gi < groups; ++gi) {
-    const auto [first, last] = group_range(static_cast<std::size_t>(gi), e.groups, e.n);
-    f(first, last, static_cast<std::size_t>(gi));
-  }
+  spruce::parallel_for(
+      0, e.groups,
+      [&](std::size_t gi) {
+        const auto [first, last] = group_range(gi, e.groups, e.n);
+        f(first, last, gi);
+      },
+      2);
 }
 
 }  // namespace
