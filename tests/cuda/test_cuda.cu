@@ -236,7 +236,7 @@ void test_formats() {
         const auto back = db.to_host();
         EXPECT(back.row_ptr() == hb.row_ptr() && back.col_idx() == hb.col_idx());
         EXPECT(back.values().size() == hb.values().size() &&
-               std::memcmp(back.values().data(), hb.values().data(), hb.values().size() * sizeof(T)) == 0);
+               (hb.values().empty() || std::memcmp(back.values().data(), hb.values().data(), hb.values().size() * sizeof(T)) == 0));
         if (rows % br == 0 && cols % bc == 0 && br > 1 && br == bc && std::string(kind) == "normal") {
           on_device<T> c(std::vector<T>(rows * nb, T(0)), {rows, nb});
           // cuSPARSE's refusal (a shape or layout its BSR SpMM does not take) is reported
@@ -267,7 +267,7 @@ void test_formats() {
         const auto dn = spruce::cuda::n_m_from_dense(d.view(), dk, n, m);
         const auto back = dn.to_host();
         EXPECT(back.positions() == hn.positions());
-        EXPECT(std::memcmp(back.values().data(), hn.values().data(), hn.values().size() * sizeof(T)) == 0);
+        EXPECT(hn.values().empty() || std::memcmp(back.values().data(), hn.values().data(), hn.values().size() * sizeof(T)) == 0);
         if (cols <= 64) {
           for (const T beta : {T(0), T(0.5)}) {
             const auto c0 = make_input<T>("normal", rows * nb, 13);

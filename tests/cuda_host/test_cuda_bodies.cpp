@@ -45,6 +45,12 @@ std::vector<T> input(const std::string& kind, std::size_t n, std::uint64_t seed)
 const char* const kinds[] = {"normal", "zeros80", "equal", "zero_inf", "ties"};
 const std::size_t sizes[] = {1, 2, 7, 100, 4095, 4096, 4097, 70000};
 
+/// Byte equality of two arrays of n elements; no memcmp over an empty (null) buffer.
+template <class T>
+bool same_bytes(const T* a, const T* b, std::size_t n) {
+  return n == 0 || std::memcmp(a, b, n * sizeof(T)) == 0;
+}
+
 /// The device selection's orchestration with a host histogram: radix_levels passes of
 /// (histogram over matching keys of every part, plan_step), exactly as cuda/select.hpp
 /// enqueues them (one histogram pass per part and level into one histogram).
@@ -499,7 +505,7 @@ TEST_CASE_TEMPLATE("device block-sparse bodies write sparse::block_sparse_matrix
         CHECK(row_ptr == cpu.row_ptr());
         CHECK(col == cpu.col_idx());
         REQUIRE(val.size() == cpu.values().size());
-        CHECK(std::memcmp(val.data(), cpu.values().data(), val.size() * sizeof(T)) == 0);
+        CHECK(same_bytes(val.data(), cpu.values().data(), val.size()));
       }
 }
 
@@ -546,13 +552,13 @@ TEST_CASE_TEMPLATE("device N:M bodies compress into sparse::n_m_matrix's arrays 
           const auto dev = host_n_m_compress(w, *keep, rows, cols, n, mm);
           CHECK(dev.positions() == cpu.positions());
           REQUIRE(dev.values().size() == cpu.values().size());
-          CHECK(std::memcmp(dev.values().data(), cpu.values().data(), dev.values().size() * sizeof(T)) == 0);
+          CHECK(same_bytes(dev.values().data(), cpu.values().data(), dev.values().size()));
         }
         const spruce::mask fewer = spruce::mask::adopt(shape, std::move(both));
         const auto cpu = spruce::sparse::n_m_matrix<T>::from_dense(v, fewer, n, mm);
         const auto dev = host_n_m_compress(w, fewer, rows, cols, n, mm);
         CHECK(dev.positions() == cpu.positions());
-        CHECK(std::memcmp(dev.values().data(), cpu.values().data(), dev.values().size() * sizeof(T)) == 0);
+        CHECK(same_bytes(dev.values().data(), cpu.values().data(), dev.values().size()));
         // A group keeping more than n is what the device's count pass refuses; the CPU too.
         if (n + 1 < mm && cols >= mm) {
           spruce::byte_buffer over(m.data(), m.data() + m.size());
@@ -577,7 +583,7 @@ TEST_CASE_TEMPLATE("device N:M bodies compress into sparse::n_m_matrix's arrays 
                                           cpu.index_bits(), cols, b.data(), nb, j);
                 mine[i * nb + j] = cd::spmm_store_one(acc, T(1.5), beta, mine[i * nb + j]);
               }
-            CHECK(std::memcmp(mine.data(), ref.data(), ref.size() * sizeof(T)) == 0);
+            CHECK(same_bytes(mine.data(), ref.data(), ref.size()));
           }
         }
       }
@@ -612,13 +618,13 @@ TEST_CASE_TEMPLATE("device group-criterion bodies (bn_scale, random, wanda) give
         for (std::size_t k = 0; k < dev.size(); ++k)
           dev[k] = per_element ? cd::wanda_element(w.data(), norms.data(), inner, channels, k)
                                : cd::wanda_group_score(w.data(), norms.data(), inner, channels, pa.plan, pa.q_ptr.data(), pa.q_runs.data(), k);
-        CHECK(std::memcmp(dev.data(), cpu.data(), dev.size() * sizeof(T)) == 0);
+        CHECK(same_bytes(dev.data(), cpu.data(), dev.size()));
         // Random.
         const cr::random rnd{seed};
         const auto rcpu = spruce::group_scores(rnd, cr::inputs<T>{spruce::tensor_ref<const T>(w.data(), shape)}, layout);
         std::vector<T> rdev(rcpu.size());
         for (std::size_t k = 0; k < rdev.size(); ++k) rdev[k] = cd::random_score<T>(rnd.seed, k);
-        CHECK(std::memcmp(rdev.data(), rcpu.data(), rdev.size() * sizeof(T)) == 0);
+        CHECK(same_bytes(rdev.data(), rcpu.data(), rdev.size()));
       }
       // BN scale with filter groups.
       cr::inputs<T> bin{spruce::tensor_ref<const T>(w.data(), shape)};
@@ -626,6 +632,6 @@ TEST_CASE_TEMPLATE("device group-criterion bodies (bn_scale, random, wanda) give
       const auto bcpu = spruce::group_scores(cr::bn_scale{}, bin, gr::filter{}.layout(shape));
       std::vector<T> bdev(bcpu.size());
       for (std::size_t k = 0; k < bdev.size(); ++k) bdev[k] = cd::bn_scale_score(gamma[k]);
-      CHECK(std::memcmp(bdev.data(), bcpu.data(), bdev.size() * sizeof(T)) == 0);
+      CHECK(same_bytes(bdev.data(), bcpu.data(), bdev.size()));
     }
 }
