@@ -14,6 +14,7 @@
 #define EIGEN_DONT_PARALLELIZE
 #include <Eigen/Core>
 #include <spruce/core/error.hpp>
+#include <spruce/core/parallel.hpp>
 #include <spruce/metrics/macs.hpp>
 #include <spruce/sparse/conv2d.hpp>
 
@@ -47,13 +48,6 @@ int max_threads() {
 #endif
 }
 
-int thread_id() {
-#ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
 
 // Below this many elements (or multiply-adds) a pass is cheaper than waking a second thread,
 // and on a busy machine a parallel region can wait a whole time slice for its last thread.
@@ -198,15 +192,16 @@ typename conv2d<T>::plan conv2d<T>::make_plan(const tensor<T>& x, const char* pa
   p.per_chunk = per_chunk;
   p.chunks = (n + per_chunk - 1) / per_chunk;
   p.threads = std::min(threads, p.chunks);
+  p.parts = p.threads > 1 ? std::min(p.chunks, 4 * p.threads) : 1;
   return p;
 }
 
 template <class T>
 void conv2d<T>::reserve(const plan& p) {
-  if (scratch_.size() < p.threads) scratch_.resize(p.threads);
+  if (scratch_.size() < p.parts) scratch_.resize(p.parts);
   const std::size_t cols = in_ * k_ * k_ * p.per_chunk * p.ho * p.wo;
   const std::size_t outs = out_ * p.per_chunk * p.ho * p.wo;
-  for (std::size_t t = 0; t < p.threads; ++t) {
+  for (std::size_t t = 0; t < p.parts; ++t) {
     auto& s = scratch_[t];
     if (s.cols.size() < cols) s.cols.resize(cols);
     if (s.tmp.size() < outs) s.tmp.resize(outs);
@@ -221,35 +216,40 @@ void conv2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
   y.resize(n, out_, p.ho, p.wo);
   const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
                                static_cast<Eigen::Index>(rows));
-SPRUCE_TRAIN_OMP(omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(p.threads)))
-  for (std::size_t chunk = 0; chunk < p.chunks; ++chunk) {
-    auto& s = scratch_[static_cast<std::size_t>(thread_id())];
-    const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
-    const std::size_t width = g * positions;
-    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
-    const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
-                                 static_cast<Eigen::Index>(width));
-    T* out = y.data() + first * out_ * positions;
-    if (g == 1) {
-      matrix_map<T>(out, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
-          .noalias() = wm * cm;
-    } else {
-      // [out, g*positions] -> g images of [out, positions]
-      matrix_map<T>(s.tmp.data(), static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
-          .noalias() = wm * cm;
-      for (std::size_t co = 0; co < out_; ++co)
+  // Chunks in `parts` contiguous runs on spruce's helper pool (core/parallel.hpp): each run
+  // owns one scratch, and a helper that another process preempts holds up one run, not a
+  // whole OpenMP team at its end barrier.
+  spruce::parallel_for(std::size_t{0}, p.parts, [&](std::size_t part) {
+    auto& s = scratch_[part];
+    const std::size_t from = part * p.chunks / p.parts, to = (part + 1) * p.chunks / p.parts;
+    for (std::size_t chunk = from; chunk < to; ++chunk) {
+      const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
+      const std::size_t width = g * positions;
+      im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
+      const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
+                                   static_cast<Eigen::Index>(width));
+      T* out = y.data() + first * out_ * positions;
+      if (g == 1) {
+        matrix_map<T>(out, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
+            .noalias() = wm * cm;
+      } else {
+        // [out, g*positions] -> g images of [out, positions]
+        matrix_map<T>(s.tmp.data(), static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
+            .noalias() = wm * cm;
+        for (std::size_t co = 0; co < out_; ++co)
+          for (std::size_t img = 0; img < g; ++img)
+            std::copy_n(s.tmp.data() + co * width + img * positions, positions,
+                        out + (img * out_ + co) * positions);
+      }
+      if (!bias_.empty())
         for (std::size_t img = 0; img < g; ++img)
-          std::copy_n(s.tmp.data() + co * width + img * positions, positions,
-                      out + (img * out_ + co) * positions);
+          for (std::size_t co = 0; co < out_; ++co) {
+            T* plane = out + (img * out_ + co) * positions;
+            const T b = bias_[co];
+            for (std::size_t i = 0; i < positions; ++i) plane[i] += b;
+          }
     }
-    if (!bias_.empty())
-      for (std::size_t img = 0; img < g; ++img)
-        for (std::size_t co = 0; co < out_; ++co) {
-          T* plane = out + (img * out_ + co) * positions;
-          const T b = bias_[co];
-          for (std::size_t i = 0; i < positions; ++i) plane[i] += b;
-        }
-  }
+  }, 2);
 }
 
 template <class T>
@@ -264,7 +264,7 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
                                .append(shape_text({n, out_, p.ho, p.wo}))
                                .append("; pass the gradient of this layer's output")));
   reserve(p);
-  for (std::size_t t = 0; t < p.threads; ++t) {
+  for (std::size_t t = 0; t < p.parts; ++t) {
     auto& s = scratch_[t];
     if (dx != nullptr && s.dcols.size() < s.cols.size()) s.dcols.resize(s.cols.size());
   }
@@ -275,39 +275,44 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
   if (dx != nullptr) dx->resize(n, in_, x.h(), x.w());
   const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
                                static_cast<Eigen::Index>(rows));
-SPRUCE_TRAIN_OMP(omp parallel for schedule(dynamic, 1) num_threads(static_cast<int>(p.threads)))
-  for (std::size_t chunk = 0; chunk < p.chunks; ++chunk) {
-    auto& s = scratch_[static_cast<std::size_t>(thread_id())];
-    const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
-    const std::size_t width = g * positions;
-    const T* grad = dy.data() + first * out_ * positions;
-    if (g > 1) {  // g images of [out, positions] -> [out, g*positions], the forward's layout
-      for (std::size_t co = 0; co < out_; ++co)
-        for (std::size_t img = 0; img < g; ++img)
-          std::copy_n(grad + (img * out_ + co) * positions, positions,
-                      s.tmp.data() + co * width + img * positions);
-      grad = s.tmp.data();
+  // Chunks in `parts` contiguous runs on spruce's helper pool (core/parallel.hpp): each run
+  // owns one scratch, and a helper that another process preempts holds up one run, not a
+  // whole OpenMP team at its end barrier.
+  spruce::parallel_for(std::size_t{0}, p.parts, [&](std::size_t part) {
+    auto& s = scratch_[part];
+    const std::size_t from = part * p.chunks / p.parts, to = (part + 1) * p.chunks / p.parts;
+    for (std::size_t chunk = from; chunk < to; ++chunk) {
+      const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
+      const std::size_t width = g * positions;
+      const T* grad = dy.data() + first * out_ * positions;
+      if (g > 1) {  // g images of [out, positions] -> [out, g*positions], the forward's layout
+        for (std::size_t co = 0; co < out_; ++co)
+          for (std::size_t img = 0; img < g; ++img)
+            std::copy_n(grad + (img * out_ + co) * positions, positions,
+                        s.tmp.data() + co * width + img * positions);
+        grad = s.tmp.data();
+      }
+      const const_matrix_map<T> gm(grad, static_cast<Eigen::Index>(out_),
+                                   static_cast<Eigen::Index>(width));
+      im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
+      const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
+                                   static_cast<Eigen::Index>(width));
+      T* dw = chunk_grads_.data() + chunk * slot;
+      matrix_map<T>(dw, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(rows)).noalias() =
+          gm * cm.transpose();
+      if (!bias_.empty())
+        for (std::size_t co = 0; co < out_; ++co)
+          dw[weight_.size() + co] =
+              const_array_map<T>(grad + co * width, static_cast<Eigen::Index>(width)).sum();
+      if (dx != nullptr) {
+        matrix_map<T>(s.dcols.data(), static_cast<Eigen::Index>(rows),
+                      static_cast<Eigen::Index>(width))
+            .noalias() = wm.transpose() * gm;
+        T* out = dx->data() + first * x.sample();
+        col2im(s.dcols.data(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo, out);
+      }
     }
-    const const_matrix_map<T> gm(grad, static_cast<Eigen::Index>(out_),
-                                 static_cast<Eigen::Index>(width));
-    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
-    const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
-                                 static_cast<Eigen::Index>(width));
-    T* dw = chunk_grads_.data() + chunk * slot;
-    matrix_map<T>(dw, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(rows)).noalias() =
-        gm * cm.transpose();
-    if (!bias_.empty())
-      for (std::size_t co = 0; co < out_; ++co)
-        dw[weight_.size() + co] =
-            const_array_map<T>(grad + co * width, static_cast<Eigen::Index>(width)).sum();
-    if (dx != nullptr) {
-      matrix_map<T>(s.dcols.data(), static_cast<Eigen::Index>(rows),
-                    static_cast<Eigen::Index>(width))
-          .noalias() = wm.transpose() * gm;
-      T* out = dx->data() + first * x.sample();
-      col2im(s.dcols.data(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo, out);
-    }
-  }
+  }, 2);
   const auto sum_slots = [&](std::size_t offset, std::span<T> into) {
     const_array_map<T> first(chunk_grads_.data() + offset, static_cast<Eigen::Index>(into.size()));
     array_map<T> total(into.data(), static_cast<Eigen::Index>(into.size()));
@@ -409,8 +414,7 @@ void batchnorm2d<T>::forward(const tensor<T>& x, tensor<T>& y, bool training) {
   const auto plane_of = [&](const T* base, std::size_t img, std::size_t ch) {
     return const_array_map<T>(base + (img * c + ch) * hw, static_cast<Eigen::Index>(hw));
   };
-SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_threshold))
-  for (std::size_t ch = 0; ch < c; ++ch) {
+  spruce::parallel_for(std::size_t{0}, c, [&](std::size_t ch) {
     double mean = 0, var = 0;
     if (training) {
       for (std::size_t img = 0; img < n; ++img) mean += static_cast<double>(plane_of(x.data(), img, ch).sum());
@@ -442,7 +446,7 @@ SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_thres
       else
         affine<false>(x.data() + at, y.data() + at, hw, scale, shift);
     }
-  }
+  }, x.size() >= parallel_threshold ? std::size_t{2} : c + 1);
 }
 
 template <class T>
@@ -457,8 +461,7 @@ void batchnorm2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>
                             .append("; pass the gradient of this layer's output"));
   const std::size_t n = x.n(), c = x.c(), hw = x.plane(), count = n * hw;
   if (dx != nullptr && dx != &dy) dx->resize(n, c, x.h(), x.w());
-SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_threshold))
-  for (std::size_t ch = 0; ch < c; ++ch) {
+  spruce::parallel_for(std::size_t{0}, c, [&](std::size_t ch) {
     const T mean = mean_[ch], scale = scale_[ch], shift = shift_[ch];
     const double invstd = invstd_[ch];
     const auto run = [&]<bool Relu>() {
@@ -490,7 +493,7 @@ SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_thres
       run.template operator()<true>();
     else
       run.template operator()<false>();
-  }
+  }, x.size() >= parallel_threshold ? std::size_t{2} : c + 1);
 }
 
 // ---- relu -----------------------------------------------------------------------------
@@ -502,12 +505,11 @@ void relu<T>::forward(const tensor<T>& x, tensor<T>& y) const {
   const T* in = x.data();
   T* out = y.data();
   // Blocks of parallel_threshold elements (NaN < 0 is false: NaN passes).
-SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(blocks > 1))
-  for (std::size_t blk = 0; blk < blocks; ++blk) {
+  spruce::parallel_for(std::size_t{0}, blocks, [&](std::size_t blk) {
     const std::size_t first = blk * parallel_threshold;
     const auto len = static_cast<Eigen::Index>(std::min(parallel_threshold, size - first));
     affine<true>(in + first, out + first, static_cast<std::size_t>(len), T(1), T(0));
-  }
+  }, 2);
 }
 
 template <class T>
@@ -523,12 +525,11 @@ void relu<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>& dx) c
   const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
-SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(blocks > 1))
-  for (std::size_t blk = 0; blk < blocks; ++blk) {
+  spruce::parallel_for(std::size_t{0}, blocks, [&](std::size_t blk) {
     const std::size_t first = blk * parallel_threshold;
     const auto len = static_cast<Eigen::Index>(std::min(parallel_threshold, size - first));
     for (Eigen::Index i = 0; i < len; ++i) out[first + i] = in[first + i] > T(0) ? g[first + i] : T(0);
-  }
+  }, 2);
 }
 
 // ---- max_pool2d -----------------------------------------------------------------------
@@ -563,8 +564,7 @@ void max_pool2d<T>::forward(const tensor<T>& x, tensor<T>& y) const {
   y.resize(x.n(), x.c(), ho, wo);
   const T* in = x.data();
   T* out = y.data();
-SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_threshold))
-  for (std::size_t pl = 0; pl < planes; ++pl)
+  spruce::parallel_for(std::size_t{0}, planes, [&](std::size_t pl) {
     for (std::size_t oy = 0; oy < ho; ++oy) {
       const T* r0 = in + pl * in_plane + 2 * oy * w;
       const T* r1 = r0 + w;
@@ -574,6 +574,7 @@ SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_thres
         o[ox] = pick(r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1], at);
       }
     }
+  }, x.size() >= parallel_threshold ? std::size_t{2} : planes + 1);
 }
 
 template <class T>
@@ -593,8 +594,7 @@ void max_pool2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>&
   const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
-SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_threshold))
-  for (std::size_t pl = 0; pl < n * c; ++pl) {
+  spruce::parallel_for(std::size_t{0}, n * c, [&](std::size_t pl) {
     const T* plane = in + pl * h * w;
     T* dplane = out + pl * h * w;
     for (std::size_t oy = 0; oy < ho; ++oy) {
@@ -615,7 +615,7 @@ SPRUCE_TRAIN_OMP(omp parallel for schedule(static) if(x.size() >= parallel_thres
       if (w % 2) d0[w - 1] = d1[w - 1] = T(0);  // the column the floor dropped
     }
     if (h % 2) std::fill(dplane + (h - 1) * w, dplane + h * w, T(0));  // and the row
-  }
+  }, x.size() >= parallel_threshold ? std::size_t{2} : n * c + 1);
 }
 
 // ---- global_avg_pool ------------------------------------------------------------------

@@ -53,7 +53,7 @@ class conv2d {
 
  private:
   struct plan {
-    std::size_t ho, wo, per_chunk, chunks, threads;
+    std::size_t ho, wo, per_chunk, chunks, threads, parts;  // parts: runs of chunks, one scratch each
   };
   plan make_plan(const tensor<T>& x, const char* pass) const;
   struct scratch {
