@@ -2,8 +2,8 @@
 # The main job: installs what is missing (with the demo's gnuplot-nox and Fashion-MNIST
 # packages), builds build/release with the examples and runs the pruning lab,
 # examples/02_prune_lab, from the committed dense checkpoint: every stage, the results
-# table and the plots (sized for 10 minutes on 2 cores; the whole default run has not yet
-# been timed on a quiet machine). Arguments go to the program
+# table and the plots (the default run took 8:32 on the 2-core machine, 2026-12-01; the
+# ResNet's slimming stage joins --long). Arguments go to the program
 # (`--help` lists them; `--long` is the longer, better run). From any directory:
 #
 #   scripts/demo.sh [args...]
