@@ -57,6 +57,18 @@ constexpr std::size_t parallel_threshold = 1 << 15;
 // small feature maps are batched until a chunk's im2col matrix is at least this wide.
 constexpr std::size_t target_columns = 384;
 
+// Runs f(scratch, chunk) for every chunk of a conv plan, the chunks in `p.parts` contiguous
+// runs on spruce's helper pool (core/parallel.hpp): each run owns one scratch, and a helper
+// that another process preempts holds up one run, not a whole OpenMP team at its end
+// barrier.
+template <class Plan, class Scratch, class F>
+void over_chunk_runs(const Plan& p, std::vector<Scratch>& scratch, F&& f) {
+  spruce::parallel_for(std::size_t{0}, p.parts, [&](std::size_t part) {
+    const std::size_t from = part * p.chunks / p.parts, to = (part + 1) * p.chunks / p.parts;
+    for (std::size_t chunk = from; chunk < to; ++chunk) f(scratch[part], chunk);
+  }, 2);
+}
+
 std::string layer_error(const char* layer, const std::string& what) {
   return std::string(layer).append(": ").append(what);
 }
@@ -216,40 +228,33 @@ void conv2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
   y.resize(n, out_, p.ho, p.wo);
   const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
                                static_cast<Eigen::Index>(rows));
-  // Chunks in `parts` contiguous runs on spruce's helper pool (core/parallel.hpp): each run
-  // owns one scratch, and a helper that another process preempts holds up one run, not a
-  // whole OpenMP team at its end barrier.
-  spruce::parallel_for(std::size_t{0}, p.parts, [&](std::size_t part) {
-    auto& s = scratch_[part];
-    const std::size_t from = part * p.chunks / p.parts, to = (part + 1) * p.chunks / p.parts;
-    for (std::size_t chunk = from; chunk < to; ++chunk) {
-      const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
-      const std::size_t width = g * positions;
-      im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
-      const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
-                                   static_cast<Eigen::Index>(width));
-      T* out = y.data() + first * out_ * positions;
-      if (g == 1) {
-        matrix_map<T>(out, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
-            .noalias() = wm * cm;
-      } else {
-        // [out, g*positions] -> g images of [out, positions]
-        matrix_map<T>(s.tmp.data(), static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
-            .noalias() = wm * cm;
-        for (std::size_t co = 0; co < out_; ++co)
-          for (std::size_t img = 0; img < g; ++img)
-            std::copy_n(s.tmp.data() + co * width + img * positions, positions,
-                        out + (img * out_ + co) * positions);
-      }
-      if (!bias_.empty())
+  over_chunk_runs(p, scratch_, [&](auto& s, std::size_t chunk) {
+    const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
+    const std::size_t width = g * positions;
+    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
+    const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
+                                 static_cast<Eigen::Index>(width));
+    T* out = y.data() + first * out_ * positions;
+    if (g == 1) {
+      matrix_map<T>(out, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
+          .noalias() = wm * cm;
+    } else {
+      // [out, g*positions] -> g images of [out, positions]
+      matrix_map<T>(s.tmp.data(), static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(width))
+          .noalias() = wm * cm;
+      for (std::size_t co = 0; co < out_; ++co)
         for (std::size_t img = 0; img < g; ++img)
-          for (std::size_t co = 0; co < out_; ++co) {
-            T* plane = out + (img * out_ + co) * positions;
-            const T b = bias_[co];
-            for (std::size_t i = 0; i < positions; ++i) plane[i] += b;
-          }
+          std::copy_n(s.tmp.data() + co * width + img * positions, positions,
+                      out + (img * out_ + co) * positions);
     }
-  }, 2);
+    if (!bias_.empty())
+      for (std::size_t img = 0; img < g; ++img)
+        for (std::size_t co = 0; co < out_; ++co) {
+          T* plane = out + (img * out_ + co) * positions;
+          const T b = bias_[co];
+          for (std::size_t i = 0; i < positions; ++i) plane[i] += b;
+        }
+  });
 }
 
 template <class T>
@@ -275,44 +280,37 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
   if (dx != nullptr) dx->resize(n, in_, x.h(), x.w());
   const const_matrix_map<T> wm(weight_.data(), static_cast<Eigen::Index>(out_),
                                static_cast<Eigen::Index>(rows));
-  // Chunks in `parts` contiguous runs on spruce's helper pool (core/parallel.hpp): each run
-  // owns one scratch, and a helper that another process preempts holds up one run, not a
-  // whole OpenMP team at its end barrier.
-  spruce::parallel_for(std::size_t{0}, p.parts, [&](std::size_t part) {
-    auto& s = scratch_[part];
-    const std::size_t from = part * p.chunks / p.parts, to = (part + 1) * p.chunks / p.parts;
-    for (std::size_t chunk = from; chunk < to; ++chunk) {
-      const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
-      const std::size_t width = g * positions;
-      const T* grad = dy.data() + first * out_ * positions;
-      if (g > 1) {  // g images of [out, positions] -> [out, g*positions], the forward's layout
-        for (std::size_t co = 0; co < out_; ++co)
-          for (std::size_t img = 0; img < g; ++img)
-            std::copy_n(grad + (img * out_ + co) * positions, positions,
-                        s.tmp.data() + co * width + img * positions);
-        grad = s.tmp.data();
-      }
-      const const_matrix_map<T> gm(grad, static_cast<Eigen::Index>(out_),
-                                   static_cast<Eigen::Index>(width));
-      im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
-      const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
-                                   static_cast<Eigen::Index>(width));
-      T* dw = chunk_grads_.data() + chunk * slot;
-      matrix_map<T>(dw, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(rows)).noalias() =
-          gm * cm.transpose();
-      if (!bias_.empty())
-        for (std::size_t co = 0; co < out_; ++co)
-          dw[weight_.size() + co] =
-              const_array_map<T>(grad + co * width, static_cast<Eigen::Index>(width)).sum();
-      if (dx != nullptr) {
-        matrix_map<T>(s.dcols.data(), static_cast<Eigen::Index>(rows),
-                      static_cast<Eigen::Index>(width))
-            .noalias() = wm.transpose() * gm;
-        T* out = dx->data() + first * x.sample();
-        col2im(s.dcols.data(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo, out);
-      }
+  over_chunk_runs(p, scratch_, [&](auto& s, std::size_t chunk) {
+    const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
+    const std::size_t width = g * positions;
+    const T* grad = dy.data() + first * out_ * positions;
+    if (g > 1) {  // g images of [out, positions] -> [out, g*positions], the forward's layout
+      for (std::size_t co = 0; co < out_; ++co)
+        for (std::size_t img = 0; img < g; ++img)
+          std::copy_n(grad + (img * out_ + co) * positions, positions,
+                      s.tmp.data() + co * width + img * positions);
+      grad = s.tmp.data();
     }
-  }, 2);
+    const const_matrix_map<T> gm(grad, static_cast<Eigen::Index>(out_),
+                                 static_cast<Eigen::Index>(width));
+    im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
+    const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
+                                 static_cast<Eigen::Index>(width));
+    T* dw = chunk_grads_.data() + chunk * slot;
+    matrix_map<T>(dw, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(rows)).noalias() =
+        gm * cm.transpose();
+    if (!bias_.empty())
+      for (std::size_t co = 0; co < out_; ++co)
+        dw[weight_.size() + co] =
+            const_array_map<T>(grad + co * width, static_cast<Eigen::Index>(width)).sum();
+    if (dx != nullptr) {
+      matrix_map<T>(s.dcols.data(), static_cast<Eigen::Index>(rows),
+                    static_cast<Eigen::Index>(width))
+          .noalias() = wm.transpose() * gm;
+      T* out = dx->data() + first * x.sample();
+      col2im(s.dcols.data(), g, in_, x.h(), x.w(), k_, stride_, pad_, p.ho, p.wo, out);
+    }
+  });
   const auto sum_slots = [&](std::size_t offset, std::span<T> into) {
     const_array_map<T> first(chunk_grads_.data() + offset, static_cast<Eigen::Index>(into.size()));
     array_map<T> total(into.data(), static_cast<Eigen::Index>(into.size()));
