@@ -17,6 +17,7 @@
 #include <spruce/spruce.hpp>
 
 #include "support/fixtures.hpp"
+#include "gradient_check.hpp"
 #include "train/layers.hpp"
 #include "train/lr_schedule.hpp"
 #include "train/model.hpp"
@@ -107,43 +108,8 @@ TEST_CASE("VGG gradients match central differences through the whole network (do
   for (double& v : images) v = u(rng);
   const std::int32_t labels[] = {0, 2, 1};
 
-  train::softmax_cross_entropy<double> ce;
-  ce.forward(model.forward(images, n, 16, 16), labels);
-  train::tensor<double> dlogits;
-  ce.backward(dlogits);
-  model.backward(dlogits);
-  const auto loss = [&] {
-    // Training-mode forward moves the running statistics, but they do not enter the loss.
-    train::softmax_cross_entropy<double> probe;
-    return probe.forward(model.forward(images, n, 16, 16), labels);
-  };
-  auto params = model.parameters();
-  auto grads = model.gradients();
-  double diff = 0, norm = 0;
-  const double h = 1e-6;
-  for (std::size_t t = 0; t < params.size(); ++t) {
-    double* p = params[t].view.data();
-    const double* g = grads[t].view.data();
-    double tdiff = 0, tnorm = 0;
-    // Every element of the small tensors, about 150 spread over each large one.
-    const std::size_t stride = std::max<std::size_t>(1, params[t].view.size() / 150);
-    for (std::size_t i = 0; i < params[t].view.size(); i += stride) {
-      const double keep = p[i];
-      p[i] = keep + h;
-      const double up = loss();
-      p[i] = keep - h;
-      const double down = loss();
-      p[i] = keep;
-      const double numeric = (up - down) / (2 * h);
-      tdiff += (numeric - g[i]) * (numeric - g[i]);
-      tnorm += numeric * numeric + g[i] * g[i];
-    }
-    CAPTURE(params[t].name);
-    CHECK(std::sqrt(tdiff) <= 1e-5 * std::sqrt(tnorm) + 1e-10);
-    diff += tdiff;
-    norm += tnorm;
-  }
-  CHECK(std::sqrt(diff / norm) < 1e-6);
+  // Every element of the small tensors, about 150 spread over each large one.
+  test_support::check_gradients_by_central_differences(model, images, n, 16, 16, labels, 150, false);
 }
 
 namespace {
