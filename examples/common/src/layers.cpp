@@ -40,6 +40,13 @@ using array_map = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <class T>
 using const_array_map = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
+// One image of an NCHW tensor as its [C, H*W] matrix (a 1x1 convolution's im2col matrix).
+template <class T>
+const_matrix_map<T> image_matrix(const tensor<T>& t, std::size_t img) {
+  return const_matrix_map<T>(t.data() + img * t.sample(), static_cast<Eigen::Index>(t.c()),
+                             static_cast<Eigen::Index>(t.plane()));
+}
+
 int max_threads() {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -211,6 +218,7 @@ typename conv2d<T>::plan conv2d<T>::make_plan(const tensor<T>& x, const char* pa
 template <class T>
 void conv2d<T>::reserve(const plan& p) {
   if (scratch_.size() < p.parts) scratch_.resize(p.parts);
+  if (pointwise()) return;  // multiplies the tensors in place: no scratch
   const std::size_t cols = in_ * k_ * k_ * p.per_chunk * p.ho * p.wo;
   const std::size_t outs = out_ * p.per_chunk * p.ho * p.wo;
   for (std::size_t t = 0; t < p.parts; ++t) {
@@ -231,6 +239,14 @@ void conv2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
   over_chunk_runs(p, scratch_, [&](auto& s, std::size_t chunk) {
     const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
     const std::size_t width = g * positions;
+    if (pointwise()) {  // each image's [in, positions] is its own im2col matrix
+      for (std::size_t img = first; img < first + g; ++img)
+        matrix_map<T>(y.data() + img * y.sample(), static_cast<Eigen::Index>(out_),
+                      static_cast<Eigen::Index>(positions))
+            .noalias() = wm * image_matrix(x, img);
+      add_bias(y, first, g);
+      return;
+    }
     im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
     const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
                                  static_cast<Eigen::Index>(width));
@@ -247,14 +263,20 @@ void conv2d<T>::forward(const tensor<T>& x, tensor<T>& y) {
           std::copy_n(s.tmp.data() + co * width + img * positions, positions,
                       out + (img * out_ + co) * positions);
     }
-    if (!bias_.empty())
-      for (std::size_t img = 0; img < g; ++img)
-        for (std::size_t co = 0; co < out_; ++co) {
-          T* plane = out + (img * out_ + co) * positions;
-          const T b = bias_[co];
-          for (std::size_t i = 0; i < positions; ++i) plane[i] += b;
-        }
+    add_bias(y, first, g);
   });
+}
+
+template <class T>
+void conv2d<T>::add_bias(tensor<T>& y, std::size_t first, std::size_t g) const {
+  if (bias_.empty()) return;
+  const std::size_t positions = y.plane();
+  for (std::size_t img = first; img < first + g; ++img)
+    for (std::size_t co = 0; co < out_; ++co) {
+      T* plane = y.data() + (img * out_ + co) * positions;
+      const T b = bias_[co];
+      for (std::size_t i = 0; i < positions; ++i) plane[i] += b;
+    }
 }
 
 template <class T>
@@ -283,6 +305,30 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
   over_chunk_runs(p, scratch_, [&](auto& s, std::size_t chunk) {
     const std::size_t first = chunk * p.per_chunk, g = std::min(p.per_chunk, n - first);
     const std::size_t width = g * positions;
+    T* dw = chunk_grads_.data() + chunk * slot;
+    if (pointwise()) {  // per image, in image order: no im2col, no layout copies, no col2im
+      matrix_map<T> dwm(dw, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(rows));
+      for (std::size_t img = first; img < first + g; ++img) {
+        const auto gm = image_matrix(dy, img);
+        if (img == first)
+          dwm.noalias() = gm * image_matrix(x, img).transpose();
+        else
+          dwm.noalias() += gm * image_matrix(x, img).transpose();
+        if (dx != nullptr)
+          matrix_map<T>(dx->data() + img * dx->sample(), static_cast<Eigen::Index>(in_),
+                        static_cast<Eigen::Index>(positions))
+              .noalias() = wm.transpose() * gm;
+      }
+      if (!bias_.empty())
+        for (std::size_t co = 0; co < out_; ++co) {
+          T total = 0;
+          for (std::size_t img = first; img < first + g; ++img)
+            total += const_array_map<T>(dy.data() + (img * out_ + co) * positions,
+                                        static_cast<Eigen::Index>(positions)).sum();
+          dw[weight_.size() + co] = total;
+        }
+      return;
+    }
     const T* grad = dy.data() + first * out_ * positions;
     if (g > 1) {  // g images of [out, positions] -> [out, g*positions], the forward's layout
       for (std::size_t co = 0; co < out_; ++co)
@@ -296,7 +342,6 @@ void conv2d<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>* dx)
     im2col(x.data() + first * x.sample(), g, in_, x.h(), x.w(), k_, stride_, pad_, s.cols.data());
     const const_matrix_map<T> cm(s.cols.data(), static_cast<Eigen::Index>(rows),
                                  static_cast<Eigen::Index>(width));
-    T* dw = chunk_grads_.data() + chunk * slot;
     matrix_map<T>(dw, static_cast<Eigen::Index>(out_), static_cast<Eigen::Index>(rows)).noalias() =
         gm * cm.transpose();
     if (!bias_.empty())
@@ -415,12 +460,19 @@ void batchnorm2d<T>::forward(const tensor<T>& x, tensor<T>& y, bool training) {
   spruce::parallel_for(std::size_t{0}, c, [&](std::size_t ch) {
     double mean = 0, var = 0;
     if (training) {
-      for (std::size_t img = 0; img < n; ++img) mean += static_cast<double>(plane_of(x.data(), img, ch).sum());
-      mean /= static_cast<double>(count);
-      const T m = static_cast<T>(mean);
-      for (std::size_t img = 0; img < n; ++img)
-        var += static_cast<double>((plane_of(x.data(), img, ch) - m).square().sum());
-      var /= static_cast<double>(count);
+      // One pass over memory: each plane's mean and squared deviations while it is in
+      // cache, merged into the running totals with Chan et al.'s pairwise update.
+      double m2 = 0;
+      for (std::size_t img = 0; img < n; ++img) {
+        const auto plane = plane_of(x.data(), img, ch);
+        const double plane_mean = static_cast<double>(plane.sum()) / static_cast<double>(hw);
+        const double plane_m2 = static_cast<double>((plane - static_cast<T>(plane_mean)).square().sum());
+        const double seen = static_cast<double>(img * hw), both = seen + static_cast<double>(hw);
+        const double delta = plane_mean - mean;
+        mean += delta * static_cast<double>(hw) / both;
+        m2 += plane_m2 + delta * delta * seen * static_cast<double>(hw) / both;
+      }
+      var = m2 / static_cast<double>(count);
       const double mom = momentum_;
       running_mean_[ch] = static_cast<T>((1 - mom) * running_mean_[ch] + mom * mean);
       running_var_[ch] = static_cast<T>((1 - mom) * running_var_[ch] +
@@ -523,10 +575,15 @@ void relu<T>::backward(const tensor<T>& x, const tensor<T>& dy, tensor<T>& dx) c
   const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
+  // Local pointers and a select the compiler vectorises (through the captured references,
+  // with dx possibly &dy, it kept a scalar loop with a branch per value).
   spruce::parallel_for(std::size_t{0}, blocks, [&](std::size_t blk) {
-    const std::size_t first = blk * parallel_threshold;
-    const auto len = static_cast<Eigen::Index>(std::min(parallel_threshold, size - first));
-    for (Eigen::Index i = 0; i < len; ++i) out[first + i] = in[first + i] > T(0) ? g[first + i] : T(0);
+    const std::size_t first = blk * parallel_threshold, len = std::min(parallel_threshold, size - first);
+    const T* xs = in + first;
+    const T* gs = g + first;
+    T* ds = out + first;
+SPRUCE_TRAIN_OMP(omp simd)
+    for (std::size_t i = 0; i < len; ++i) ds[i] = xs[i] > T(0) ? gs[i] : T(0);
   }, 2);
 }
 

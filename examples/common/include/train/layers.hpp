@@ -56,6 +56,10 @@ class conv2d {
     std::size_t ho, wo, per_chunk, chunks, threads, parts;  // parts: runs of chunks, one scratch each
   };
   plan make_plan(const tensor<T>& x, const char* pass) const;
+  // A 1x1 kernel with stride 1 and no padding: each image's input is its im2col matrix,
+  // so the passes multiply it in place.
+  bool pointwise() const noexcept { return k_ == 1 && stride_ == 1 && pad_ == 0; }
+  void add_bias(tensor<T>& y, std::size_t first, std::size_t g) const;
   struct scratch {
     std::vector<T> cols, tmp, dcols;
   };
