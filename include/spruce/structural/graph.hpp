@@ -403,6 +403,17 @@ class graph {
   /// channel). Groups without a BatchNorm keep all. Returns the plan and the threshold.
   graph_slimming<T> slimming_plan(double percent, std::size_t min_keep = 1,
                                   score_combine combine = score_combine::mean) const {
+    sparsity_limits limits;
+    limits.min_kept = min_keep;
+    return slimming_plan(percent, limits, combine);
+  }
+
+  /// slimming_plan with every per-group limit of slimming_masks(gammas, percent, limits):
+  /// `limits.max` caps each group's pruned fraction (0.75 keeps at least a quarter of every
+  /// group, a per-layer minimum that scales with the layer, where min_kept is one count for
+  /// all), `limits.min_kept` is the count minimum.
+  graph_slimming<T> slimming_plan(double percent, const sparsity_limits& limits,
+                                  score_combine combine = score_combine::mean) const {
     std::vector<std::size_t> ids;
     std::vector<std::vector<T>> scores;
     for (std::size_t i : prunable())
@@ -412,7 +423,7 @@ class graph {
       }
     std::vector<named_tensor<T>> views;
     for (std::size_t k = 0; k < ids.size(); ++k) views.push_back({groups()[ids[k]].name, make_view(scores[k])});
-    const auto sel = slimming_masks(views, percent, min_keep);
+    const auto sel = slimming_masks(views, percent, limits);
     graph_slimming<T> out{keep_all(), sel.threshold};
     for (std::size_t k = 0; k < ids.size(); ++k) {
       auto& keep = out.plan.keep[ids[k]];
