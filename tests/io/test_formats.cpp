@@ -224,6 +224,18 @@ TEST_CASE("dtype: F16 and BF16 convert exactly to float and back, all 65536 patt
     REQUIRE(io::float_to_f16(f) == std::bit_cast<std::uint16_t>(static_cast<_Float16>(f)));
   }
 #endif
+  // The order spruce-prune selects BF16 / F16 tensors in without a float copy: the float
+  // magnitude key of the converted value, which for BF16 is (bits & 0x7fff) << 16 and for
+  // both is monotone in bits & 0x7fff (NaN patterns outside the valid key range).
+  for (std::uint32_t h = 0; h < 65536; ++h) {
+    const auto b = static_cast<std::uint16_t>(h);
+    using M = select::by_magnitude<float>;
+    REQUIRE(M::key(io::bf16_to_float(b)) == (h & 0x7FFFu) << 16);
+    const bool nan16 = (h & 0x7FFFu) > 0x7C00u;
+    REQUIRE(select::valid_key<M>(M::key(io::f16_to_float(b))) == !nan16);
+    if (h & 0x7FFFu)
+      REQUIRE((nan16 || M::key(io::f16_to_float(b)) > M::key(io::f16_to_float(static_cast<std::uint16_t>(b - 1)))));
+  }
   CHECK(io::float_to_bf16(1.0f + 0x1p-8f) == 0x3F80);  // tie: to even
   CHECK(io::float_to_bf16(1.0f + 0x1.8p-8f) == 0x3F81);
   CHECK(io::float_to_bf16(1.0f + 0x3p-8f) == 0x3F82);  // tie: to even
@@ -424,6 +436,40 @@ TEST_CASE("spruce-prune: N:M over a tensor larger than one 4 MiB block of rows i
     check_applied(t, out, n_m_mask(tensor_ref<const float>(v.data(), std::span<const std::size_t>(t.spec.shape)),
                                    granularity::n_m_pattern{2, 4, false}));
   }
+}
+
+TEST_CASE("spruce-prune: element pruning of large BF16 / F16 tensors (read in place) is the library's float mask") {
+  // Past the selection's bracket threshold and the 4 MiB write chunk, with heavy ties (the
+  // exact rule's tie cut lands inside a chunk), +-0, infinities and subnormals.
+  scratch_dir dir;
+  std::mt19937 rng(8);
+  auto adversarial = [&](dtype d, std::size_t n) {
+    auto b = random_tensor(d, n, rng, true);
+    // +-0, +-inf, the smallest subnormals, the largest subnormal and the smallest normal.
+    const std::uint16_t bf[] = {0x8000, 0x0000, 0x7F80, 0xFF80, 0x0001, 0x8001, 0x007F, 0x0080};
+    const std::uint16_t hf[] = {0x8000, 0x0000, 0x7C00, 0xFC00, 0x0001, 0x8001, 0x03FF, 0x0400};
+    for (std::size_t i = 0; i < n; i += 97) std::memcpy(b.data() + 2 * i, &(d == dtype::bf16 ? bf : hf)[(i / 97) % 8], 2);
+    return b;
+  };
+  const std::vector<stored> model = {{{"a.weight", dtype::bf16, {2100, 1024}}, adversarial(dtype::bf16, 2100 * 1024)},
+                                     {{"b.weight", dtype::f16, {300, 300}}, adversarial(dtype::f16, 300 * 300)}};
+  write_model(dir / "in.safetensors", model, meta);
+  for (const std::string rule : {"threshold", "exact"})
+    for (const std::string crit : {"l1", "l2"}) {
+      CAPTURE(rule);
+      CAPTURE(crit);
+      REQUIRE(run_cli("prune '" + (dir / "in.safetensors").string() + "' -o '" + (dir / "out.safetensors").string() +
+                          "' --include '*' --sparsity 0.45 -q --rule " + rule + " --criterion " + crit,
+                      dir / "log") == 0);
+      const io::safetensors_file out(dir / "out.safetensors");
+      for (const auto& t : model) {
+        const mask m = rule == "exact" ? (crit == "l1" ? reference_mask(granularity::element{}, criterion::l1{}, selection::exact{}, t, 0.45)
+                                                       : reference_mask(granularity::element{}, criterion::l2{}, selection::exact{}, t, 0.45))
+                                       : (crit == "l1" ? reference_mask(granularity::element{}, criterion::l1{}, selection::threshold{}, t, 0.45)
+                                                       : reference_mask(granularity::element{}, criterion::l2{}, selection::threshold{}, t, 0.45));
+        check_applied(t, out, m);
+      }
+    }
 }
 
 TEST_CASE("spruce-prune: Wanda, tables, global scope with limits, sharded input, the default selection") {

@@ -34,6 +34,7 @@
 #include "spruce/io/dtype.hpp"
 #include "spruce/io/npy.hpp"
 #include "spruce/io/safetensors.hpp"
+#include "spruce/select/cut.hpp"
 
 namespace fs = std::filesystem;
 using spruce::error;
@@ -558,6 +559,14 @@ std::size_t count_zeros(const safetensors_file& f, const safetensors_entry& e) {
   return z;
 }
 
+// The score of a one-weight group under L2, sqrt(0 + w*w), with the very operations the
+// library's group_scores uses (so equal weights tie exactly as they do there).
+template <class T>
+T l2_element_score(T w) noexcept {
+  const spruce::criterion::l2 c;
+  return c.finish(c.reduce(c.template identity<T>(), c.element(w, T(0), T(0))));
+}
+
 // ---- global scope --------------------------------------------------------------------
 
 // One selection over the scores of every selected tensor (the library's histogram /
@@ -575,11 +584,7 @@ class global_cut {
     bool l2 = false;  // element + L2: the group score sqrt(0 + w*w) of a one-weight group
     T value(std::size_t i) const {
       T w = spruce::io::load_element<T>(d, p, i);
-      if (l2) {
-        const spruce::criterion::l2 c;
-        w = c.finish(c.reduce(c.template identity<T>(), c.element(w, T(0), T(0))));
-      }
-      return w;
+      return l2 ? l2_element_score(w) : w;
     }
   };
   template <class O>
@@ -606,12 +611,14 @@ class global_cut {
 
   bool n_m() const { return nm_; }
 
-  spruce::mask mask_of(std::size_t k, const spruce::tensor_ref<const T>& w) const {
+  // The mask of the k-th selected tensor (not for N:M, whose masks are row-local and
+  // computed block by block in n_m_blocks).
+  spruce::mask mask_of(std::size_t k) const {
     const auto& e = *c_.items[which_[k]].entry;
     return visit_granularity(o_.gran, [&](auto g) -> spruce::mask {
       using G = std::remove_cvref_t<decltype(g)>;
       if constexpr (spruce::granularity::n_m_granularity<G>) {
-        return spruce::pruner<G, spruce::criterion::l1>{g, {}}.compute(w, e.name);
+        throw error("internal: the N:M mask of '" + e.name + "' is computed block by block");
       } else {
         const cut& ct = cuts_[k];
         const source src = source_of(k);
@@ -772,50 +779,163 @@ class global_cut {
 
 // ---- output ------------------------------------------------------------------------------
 
+// Where a pruned file goes: a safetensors file (one writer per shard), written tensor by
+// tensor through the atomic writer and committed only when the whole run succeeded.
+class output {
+ public:
+  output(const fs::path& path, std::span<const spruce::io::safetensors_spec> specs,
+         const std::map<std::string, std::string>& metadata)
+      : st_(std::make_unique<spruce::io::safetensors_writer>(path, specs, metadata, "the pruned checkpoint")) {}
+  void write(std::span<const std::byte> bytes) { st_->write(bytes); }
+  void commit() { st_->commit(); }
+
+ private:
+  std::unique_ptr<spruce::io::safetensors_writer> st_;
+};
+
 // Zeros before and nonzeros kept, for the report.
 struct masked_counts {
   std::size_t zeros_before = 0, nonzero_after = 0, kept = 0;
 };
 
-// Streams the bytes of a tensor with the pruned elements zeroed (+0 in every floating
-// dtype is all zero bits) to `out` (or nowhere, for --dry-run) in chunks, so no second copy
-// of the tensor exists, and counts what the report shows on the way. Kept elements are
-// copied bit for bit.
-template <class U>
-masked_counts write_masked_as(spruce::io::safetensors_writer* out, std::span<const std::byte> src,
-                              const spruce::mask& m) {
-  constexpr std::size_t chunk = (std::size_t{4} << 20) / sizeof(U);  // 4 MiB of output
+// Output bits o[i - b] for elements [b, e) of src (bits U): the element where keep(v, i)
+// says so, +0 (all zero bits in every floating dtype) where not; counts what the report
+// shows. Branch-free, so it vectorises.
+template <class U, class Keep>
+masked_counts mask_range(const std::byte* src, std::size_t b, std::size_t e, U* __restrict o, const Keep keep) {
   constexpr U magnitude = static_cast<U>(~(U{1} << (sizeof(U) * 8 - 1)));  // all bits but the sign
-  std::vector<U> buf(std::min(m.size(), chunk));
-  const std::uint8_t* keep = m.data();
-  const std::byte* p = src.data();
+  // 32-bit counters (a range is at most one 4 MiB chunk): twice the lanes of size_t ones.
+  std::uint32_t zeros = 0, nonzero = 0, kept = 0;
+  for (std::size_t i = b; i < e; ++i) {
+    U v;
+    std::memcpy(&v, src + i * sizeof(U), sizeof(U));
+    const bool nz = (v & magnitude) != 0;
+    const bool k = keep(v, i);
+    zeros += !nz;
+    nonzero += nz & k;
+    kept += k;
+    o[i - b] = static_cast<U>(v & static_cast<U>(-static_cast<U>(k)));
+  }
+  return {zeros, nonzero, kept};
+}
+
+// Streams the bytes of a tensor with the pruned elements zeroed to `out` (or nowhere, for
+// --dry-run) in 4 MiB chunks, so no second copy of the tensor exists; kept elements are
+// copied bit for bit. Each chunk is filled on every core (the helper pool) by
+// `fill(b, e, o)`, which writes elements [b, e) to o (a mask_range) and returns its counts.
+template <class U, class Fill>
+masked_counts write_kept_as(output* out, std::size_t n, const Fill& fill) {
+  constexpr std::size_t chunk = (std::size_t{4} << 20) / sizeof(U);  // 4 MiB of output
+  std::vector<U> buf(std::min(n, chunk));
+  std::vector<masked_counts> part(static_cast<std::size_t>(spruce::max_threads()));
   masked_counts c;
-  for (std::size_t b = 0; b < m.size(); b += chunk) {
-    const std::size_t e = std::min(m.size(), b + chunk);
-    std::size_t zeros = 0, nonzero = 0, kept = 0;
-    for (std::size_t i = b; i < e; ++i) {
-      U v;
-      std::memcpy(&v, p + i * sizeof(U), sizeof(U));
-      const bool nz = (v & magnitude) != 0;
-      const bool k = keep[i] != 0;
-      zeros += !nz;
-      nonzero += nz && k;
-      kept += k;
-      buf[i - b] = k ? v : U{0};
-    }
-    c.zeros_before += zeros;
-    c.nonzero_after += nonzero;
-    c.kept += kept;
+  for (std::size_t b = 0; b < n; b += chunk) {
+    const std::size_t e = std::min(n, b + chunk);
+    std::fill(part.begin(), part.end(), masked_counts{});
+    spruce::parallel_chunks(e - b, [&](std::size_t j, std::size_t, std::size_t jb, std::size_t je) {
+      part[j] = fill(b + jb, b + je, buf.data() + jb);
+    });
+    for (const auto& q : part) c.zeros_before += q.zeros_before, c.nonzero_after += q.nonzero_after, c.kept += q.kept;
     if (out) out->write(std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf.data()), (e - b) * sizeof(U)));
   }
   return c;
 }
 
-masked_counts write_masked(spruce::io::safetensors_writer* out, std::span<const std::byte> src, std::size_t esize,
-                           const spruce::mask& m) {
+template <class U>
+masked_counts write_masked_as(output* out, std::span<const std::byte> src, const spruce::mask& m) {
+  const std::uint8_t* keep = m.data();
+  return write_kept_as<U>(out, m.size(), [&](std::size_t b, std::size_t e, U* o) {
+    return mask_range<U>(src.data(), b, e, o, [keep](U, std::size_t i) { return keep[i] != 0; });
+  });
+}
+
+masked_counts write_masked(output* out, std::span<const std::byte> src, std::size_t esize, const spruce::mask& m) {
   if (esize == 2) return write_masked_as<std::uint16_t>(out, src, m);
   if (esize == 4) return write_masked_as<std::uint32_t>(out, src, m);
   return write_masked_as<std::uint64_t>(out, src, m);
+}
+
+// ---- element pruning straight from the file's bytes --------------------------------------
+
+// The bits of one element of dtype D, and its value as T.
+template <dtype D>
+using bits_of = std::conditional_t<D == dtype::f64, std::uint64_t, std::conditional_t<D == dtype::f32, std::uint32_t, std::uint16_t>>;
+
+template <class T, dtype D>
+T value_of_bits(bits_of<D> u) noexcept {
+  if constexpr (D == dtype::f16) return static_cast<T>(spruce::io::f16_to_float(u));
+  else if constexpr (D == dtype::bf16) return static_cast<T>(spruce::io::bf16_to_float(u));
+  else if constexpr (D == dtype::f32) return static_cast<T>(std::bit_cast<float>(u));
+  else return static_cast<T>(std::bit_cast<double>(u));
+}
+
+// The selection keys of a tensor's elements read from its bytes: under L1 by_magnitude<T>
+// of the value converted to T (magnitude_mask's fused key), under L2 by_value<T> of the L2
+// score (the score pruner<element, l2, S> selects on). For an F16 / BF16 tensor these are
+// exactly the keys of its float copy, so the cut is the library's, without the copy.
+template <class T, dtype D, bool L2>
+struct byte_keys {
+  using order = std::conditional_t<L2, spruce::select::by_value<T>, spruce::select::by_magnitude<T>>;
+  using key_type = typename order::key_type;
+  const std::byte* p = nullptr;
+  static key_type of_bits(bits_of<D> u) noexcept {
+    const T w = value_of_bits<T, D>(u);
+    if constexpr (L2) return order::key(l2_element_score(w));
+    else return order::key(w);
+  }
+  key_type operator()(std::size_t i) const noexcept {
+    bits_of<D> u;
+    std::memcpy(&u, p + i * sizeof(u), sizeof(u));
+    return of_bits(u);
+  }
+};
+
+// Element granularity, L1 or L2, per-tensor scope (F16 / BF16 / F32 scored in float, F64 in
+// double): the library's selection (select::lowest_cut, the passes lowest_mask runs) over
+// keys read from the mapped bytes, then one streaming pass that decides every element from
+// its key while writing: kept iff key >= lo before the cut's tie_end and key >= hi from it
+// on (lo = key + 1: ties there are pruned; hi = key: ties kept). Neither a float copy nor a
+// mask of the tensor exists.
+template <class T, dtype D, bool L2, class S>
+masked_counts element_prune_as(output* out, std::span<const std::byte> bytes, std::size_t n, const S& rule,
+                               const std::string& name) {
+  using K = byte_keys<T, D, L2>;
+  using U = bits_of<D>;
+  using key_type = typename K::key_type;
+  const std::string label = spruce::detail::tensor_label(name);
+  const auto cut = spruce::select::lowest_cut<typename K::order>(n, K{bytes.data()}, rule.count(n, label), S::ties, label);
+  // A valid key is at most O::max_key, below the largest key_type, so key + 1 cannot wrap.
+  const key_type lo = cut.selects_none ? key_type{0} : static_cast<key_type>(cut.key + 1);
+  const key_type hi = cut.selects_none ? key_type{0} : cut.key;
+  const std::size_t tie_end = cut.selects_none ? 0 : std::min(cut.tie_end, n);
+  return write_kept_as<U>(out, n, [&](std::size_t b, std::size_t e, U* o) {
+    const std::size_t m = std::clamp(tie_end, b, e);
+    masked_counts c = mask_range<U>(bytes.data(), b, m, o, [lo](U v, std::size_t) { return K::of_bits(v) >= lo; });
+    const masked_counts d = mask_range<U>(bytes.data(), m, e, o + (m - b), [hi](U v, std::size_t) { return K::of_bits(v) >= hi; });
+    c.zeros_before += d.zeros_before, c.nonzero_after += d.nonzero_after, c.kept += d.kept;
+    return c;
+  });
+}
+
+// True when element_prune (above) gives this tensor's mask: element granularity, L1 or L2,
+// a count rule, the per-tensor scope.
+bool streams_elements(const options& o) {
+  return o.gran.kind == gran_kind::element && !o.global && (o.crit == crit_kind::l1 || o.crit == crit_kind::l2);
+}
+
+template <class S>
+masked_counts element_prune(const options& o, output* out, dtype d, std::span<const std::byte> bytes, std::size_t n,
+                            const S& rule, const std::string& name) {
+  auto go = [&]<class T, dtype D>() {
+    return o.crit == crit_kind::l2 ? element_prune_as<T, D, true>(out, bytes, n, rule, name)
+                                   : element_prune_as<T, D, false>(out, bytes, n, rule, name);
+  };
+  switch (d) {
+    case dtype::f16: return go.template operator()<float, dtype::f16>();
+    case dtype::bf16: return go.template operator()<float, dtype::bf16>();
+    case dtype::f32: return go.template operator()<float, dtype::f32>();
+    default: return go.template operator()<double, dtype::f64>();
+  }
 }
 
 struct progress {
@@ -873,17 +993,17 @@ template <class T>
 spruce::mask one_mask(const options& o, const safetensors_file& f, tensor_item& it, const safetensors_file* acts,
                       const global_cut<T>* global, std::size_t k) {
   const auto& e = *it.entry;
+  if (global) return global->mask_of(k);  // reads the mapped bytes (or group scores) itself
   std::vector<T> scratch;
   const spruce::tensor_ref<const T> w = values_of<T>(f, e, scratch);
-  if (!scratch.empty()) f.release(e);  // converted: the mapped pages are not needed until the write  // converted: the mapped pages are not needed until the write
+  if (!scratch.empty()) f.release(e);  // converted: the mapped pages are not needed until the write
   std::vector<T> norms;
   if (acts) {
     const auto& a = acts->at(e.name);
     norms.resize(a.elements());
     acts->read_values(a, std::span<T>(norms));
   }
-  return global ? global->mask_of(k, w)
-                : tensor_mask<T>(o, w, it.amount.value_or(spruce::amount(0.0)), norms, e.name);
+  return tensor_mask<T>(o, w, it.amount.value_or(spruce::amount(0.0)), norms, e.name);
 }
 
 // An N:M mask is row-local (the groups run along axis 1 inside each output row), so a
@@ -892,7 +1012,7 @@ spruce::mask one_mask(const options& o, const safetensors_file& f, tensor_item& 
 // tensor (a float one of an F16 / BF16 tensor, or its mask) ever exists.
 template <class T>
 masked_counts n_m_blocks(const options& o, const safetensors_file& f, const safetensors_entry& e,
-                         const safetensors_file* acts, spruce::io::safetensors_writer* out) {
+                         const safetensors_file* acts, output* out) {
   std::vector<T> norms;
   if (acts) {
     const auto& a = acts->at(e.name);
@@ -947,7 +1067,7 @@ int prune_as(const options& o, checkpoint& c) {
 
   // Outputs: one writer per shard, all committed at the end (a failure leaves none).
   const bool write = !o.dry_run;
-  std::vector<std::unique_ptr<spruce::io::safetensors_writer>> writers;
+  std::vector<std::unique_ptr<output>> writers;
   fs::path out_index;
   if (write) {
     std::vector<fs::path> paths;
@@ -960,8 +1080,7 @@ int prune_as(const options& o, checkpoint& c) {
     for (std::size_t s = 0; s < c.shards.size(); ++s) {
       std::vector<spruce::io::safetensors_spec> specs;
       for (const auto& e : c.shards[s]->tensors()) specs.push_back({e.name, e.dtype, e.shape});
-      writers.push_back(std::make_unique<spruce::io::safetensors_writer>(paths[s], specs, c.shards[s]->metadata(),
-                                                                         "the pruned checkpoint"));
+      writers.push_back(std::make_unique<output>(paths[s], specs, c.shards[s]->metadata()));
     }
   }
   progress prog{c.bytes, 0, c.bytes > (std::uint64_t{100} << 20)};
@@ -980,7 +1099,13 @@ int prune_as(const options& o, checkpoint& c) {
     const auto t0 = std::chrono::steady_clock::now();
     auto* out = write ? writers[it.shard].get() : nullptr;
     masked_counts mc;
-    if (o.gran.kind == gran_kind::n_m) {
+    if (streams_elements(o) && !global) {
+      mc = visit_rule(o.rule, [&](auto tag) {
+        using S = std::remove_cvref_t<decltype(tag)>;
+        const S rule = spruce::amount_rule<S>::make(it.amount.value_or(spruce::amount(0.0)), e.elements(), e.name);
+        return element_prune(o, out, e.dtype, bytes, e.elements(), rule, e.name);
+      });
+    } else if (o.gran.kind == gran_kind::n_m) {
       mc = e.dtype == dtype::f64 ? n_m_blocks<double>(o, f, e, acts.get(), out) : n_m_blocks<float>(o, f, e, acts.get(), out);
     } else {
       // Per tensor, F64 is scored in double and the rest in float; global scope has one type.

@@ -52,29 +52,17 @@ constexpr bool is_prunable(dtype d) noexcept {
 }
 
 /// The exact float value of IEEE binary16 bits `h` (every half is a float: subnormals,
-/// infinities and NaN payloads included).
+/// infinities and NaN payloads included). Branch-free (three candidate encodings and a
+/// select), so a loop over a tensor vectorises: normals re-bias the exponent, subnormals
+/// are their integer mantissa times 2^-24 (exact in float), inf / NaN keep the payload.
 constexpr float f16_to_float(std::uint16_t h) noexcept {
   const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-  std::uint32_t exp = (h >> 10) & 0x1Fu;
-  std::uint32_t man = h & 0x3FFu;
-  std::uint32_t bits;
-  if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (man << 13);
-  } else if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else {  // subnormal: normalise
-      int e = -1;
-      do {
-        ++e;
-        man <<= 1;
-      } while ((man & 0x400u) == 0);
-      bits = sign | (static_cast<std::uint32_t>(127 - 15 - e) << 23) | ((man & 0x3FFu) << 13);
-    }
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  }
-  return std::bit_cast<float>(bits);
+  const std::uint32_t mag = h & 0x7FFFu;
+  const std::uint32_t normal = (mag << 13) + (std::uint32_t{127 - 15} << 23);
+  const std::uint32_t special = 0x7F800000u | ((mag & 0x3FFu) << 13);
+  const std::uint32_t tiny = std::bit_cast<std::uint32_t>(static_cast<float>(mag) * 0x1p-24f);
+  const std::uint32_t bits = mag >= 0x7C00u ? special : (mag >= 0x400u ? normal : tiny);
+  return std::bit_cast<float>(sign | bits);
 }
 
 /// `f` rounded to the nearest binary16 (ties to even; overflow to infinity; NaN stays NaN
