@@ -5,11 +5,12 @@
 #   SPRUCE_PRUNE=path/to/spruce-prune       (default: build/cli, then build/release)
 #
 # Each file holds 64 MiB tensors (F32 [4096, 4096], BF16 [4096, 8192]). The cache is warmed
-# by reading the file once, then each command runs three times and the fastest wall time
-# counts: `cp`, `prune --sparsity 0.5` (element, L1, threshold) and `prune --granularity
-# 2:4`. Printed: wall seconds, the ratio to cp (target <= 3) and the peak resident set from
-# /usr/bin/time -v (target <= largest tensor + 64 MiB = 128 MiB). On a shared, busy machine
-# the ratios move by tens of percent from run to run.
+# by reading the file once, then `cp`, `prune --sparsity 0.5` (element, L1, threshold) and
+# `prune --granularity 2:4` run in turn, three rounds (so load from other processes falls
+# on all of them alike), and the fastest wall time of each counts. Printed: wall seconds,
+# the ratio to cp (target <= 3), the peak resident set from /usr/bin/time -v (target <=
+# largest tensor + 64 MiB = 128 MiB) and the load average before and after. On a shared,
+# busy machine the ratios move by tens of percent from run to run.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir=${1:-$(mktemp -d /tmp/spruce_bench_cli.XXXXXX)}
@@ -24,18 +25,15 @@ fi
 mkdir -p "$dir"
 echo "spruce-prune: $exe; files in $dir; $(nproc) cores; $(uptime | sed 's/.*load/load/')"
 
-# best_of CMD...: the fastest of three runs: "<seconds> <peak RSS KiB>"
-best_of() {
-  local best="" t
-  for _ in 1 2 3; do
-    rm -f "$dir/out.safetensors"
-    /usr/bin/time -v "$@" >/dev/null 2>"$dir/time.log"
-    t=$(awk -F': ' '/Elapsed \(wall clock\)/ {n = split($2, a, ":"); s = 0; for (i = 1; i <= n; ++i) s = s * 60 + a[i]; print s}
-                   /Maximum resident set size/ {print $2}' "$dir/time.log" | paste -sd' ')
-    if [[ -z $best ]] || awk -v a="${t%% *}" -v b="${best%% *}" 'BEGIN {exit !(a < b)}'; then best=$t; fi
-  done
-  echo "$best"
+# one CMD...: one run from a fresh output: "<seconds> <peak RSS KiB>"
+one() {
+  rm -f "$dir/out.safetensors"
+  /usr/bin/time -v "$@" >/dev/null 2>"$dir/time.log"
+  awk -F': ' '/Elapsed \(wall clock\)/ {n = split($2, a, ":"); s = 0; for (i = 1; i <= n; ++i) s = s * 60 + a[i]; print s}
+              /Maximum resident set size/ {print $2}' "$dir/time.log" | paste -sd' '
 }
+# faster A B: the faster of two "<seconds> <KiB>" results (the RSS goes with the time).
+faster() { if [[ -z $2 ]] || awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN {exit !(a < b)}'; then echo "$1"; else echo "$2"; fi; }
 
 printf '\n| input | command | wall s | x cp | peak RSS MiB |\n| --- | --- | --- | --- | --- |\n'
 for dt in F32 BF16; do
@@ -43,13 +41,23 @@ for dt in F32 BF16; do
   [[ -e $f ]] || python3 "$root/tests/cli/make_checkpoint.py" big "$f" $((mb << 20)) "$dt"
   cat "$f" >/dev/null  # warm the page cache
   size=$(du -m "$f" | cut -f1)
-  read -r cp_s cp_kb < <(best_of cp "$f" "$dir/out.safetensors")
+  # cp and the two prunes alternate, three rounds, so that other processes' load falls on
+  # all three alike; the fastest round of each counts.
+  best_cp="" best_el="" best_nm=""
+  for _ in 1 2 3; do
+    best_cp=$(faster "$(one cp "$f" "$dir/out.safetensors")" "$best_cp")
+    best_el=$(faster "$(one "$exe" prune "$f" -o "$dir/out.safetensors" -q --sparsity 0.5)" "$best_el")
+    best_nm=$(faster "$(one "$exe" prune "$f" -o "$dir/out.safetensors" -q --granularity 2:4)" "$best_nm")
+  done
+  read -r cp_s cp_kb <<<"$best_cp"
   printf '| %s %s MB | cp | %s | 1.00 | %d |\n' "$dt" "$size" "$cp_s" $((cp_kb / 1024))
-  for args in "--sparsity 0.5" "--granularity 2:4"; do
-    read -r s kb < <(best_of "$exe" prune "$f" -o "$dir/out.safetensors" -q $args)
+  for row in "--sparsity 0.5:$best_el" "--granularity 2:4:$best_nm"; do
+    args=${row%:*} res=${row##*:}
+    read -r s kb <<<"$res"
     printf '| %s %s MB | prune %s | %s | %.2f | %d |\n' "$dt" "$size" "$args" "$s" "$(awk -v a="$s" -v b="$cp_s" 'BEGIN {print (b > 0 ? a / b : 0)}')" $((kb / 1024))
   done
 done
+echo "load after: $(uptime | sed 's/.*load/load/')"
 rm -f "$dir/out.safetensors" "$dir/time.log"
 echo
 echo "targets: x cp <= 3; peak RSS <= 128 MiB (largest tensor 64 MiB + 64 MiB). Files kept in $dir."

@@ -539,7 +539,12 @@ spruce::tensor_ref<const T> values_of(dtype d, std::span<const std::byte> b, std
   if (own && reinterpret_cast<std::uintptr_t>(b.data()) % alignof(T) == 0)
     return spruce::tensor_ref<const T>(reinterpret_cast<const T*>(b.data()), shape);
   scratch.resize(b.size() / spruce::io::dtype_size(d));
-  spruce::io::to_values(d, b.data(), scratch.size(), scratch.data(), false, "tensor '" + name + "'");
+  if (!spruce::io::is_prunable(d))  // to_values' own message, before any thread starts
+    spruce::io::to_values(d, b.data(), 0, scratch.data(), false, "tensor '" + name + "'");
+  const std::size_t es = spruce::io::dtype_size(d);
+  spruce::parallel_chunks(scratch.size(), [&](std::size_t, std::size_t, std::size_t i, std::size_t e) {
+    spruce::io::to_values(d, b.data() + i * es, e - i, scratch.data() + i, false);
+  });
   return spruce::tensor_ref<const T>(scratch.data(), shape);
 }
 
