@@ -4,10 +4,12 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -140,10 +142,8 @@ std::vector<float> as_floats(const stored& t) {
   return v;
 }
 
-// Output tensor == input where `m` keeps, all-zero bytes where it prunes.
-void check_applied(const stored& in, const io::safetensors_file& out, const mask& m) {
-  const auto& e = out.at(in.spec.name);
-  const auto b = out.bytes(e);
+// Output tensor bytes `b` == input where `m` keeps, all-zero bytes where it prunes.
+void check_applied(const stored& in, std::span<const std::byte> b, const mask& m) {
   REQUIRE(b.size() == in.data.size());
   const std::size_t es = io::dtype_size(in.spec.dtype);
   REQUIRE(m.size() * es == b.size());
@@ -154,6 +154,10 @@ void check_applied(const stored& in, const io::safetensors_file& out, const mask
     bad += std::memcmp(b.data() + i * es, want, es) != 0;
   }
   CHECK_MESSAGE(bad == 0, in.spec.name << ": " << bad << " elements differ from the library's mask");
+}
+
+void check_applied(const stored& in, const io::safetensors_file& out, const mask& m) {
+  check_applied(in, out.bytes(out.at(in.spec.name)), m);
 }
 
 void check_untouched(const std::vector<stored>& model, const io::safetensors_file& out) {
@@ -470,6 +474,159 @@ TEST_CASE("spruce-prune: element pruning of large BF16 / F16 tensors (read in pl
         check_applied(t, out, m);
       }
     }
+}
+
+TEST_CASE("spruce-prune: .npy input in both byte orders and memory orders, F16 / F32 / F64; bad .npy files") {
+  namespace gr = granularity;
+  namespace cr = criterion;
+  using selection::exact;
+  using selection::threshold;
+  scratch_dir dir;
+  std::mt19937 rng(21);
+  const std::vector<std::size_t> shape = {8, 4, 3, 3};
+  // The layout functions against a naive index: a Fortran [2, 3] array stores (i, j) at j * 2 + i.
+  {
+    std::vector<std::byte> c(6 * 4);
+    for (std::size_t i = 0; i < 6; ++i) {
+      const float v = static_cast<float>(i);
+      std::memcpy(c.data() + 4 * i, &v, 4);
+    }
+    const auto f = io::from_native_c_order(c, dtype::f32, std::vector<std::size_t>{2, 3}, true, true);
+    for (std::size_t i = 0; i < 2; ++i)
+      for (std::size_t j = 0; j < 3; ++j) {
+        std::uint32_t u;
+        std::memcpy(&u, f.data() + 4 * (j * 2 + i), 4);
+        CHECK(std::bit_cast<float>(io::detail::byte_swap(u)) == static_cast<float>(i * 3 + j));
+      }
+    io::write_npy(dir / "t.npy", dtype::f32, std::vector<std::size_t>{2, 3}, f, true, true);
+    const auto back = io::to_native_c_order(io::npy_file(dir / "t.npy").array());
+    CHECK(std::equal(back.begin(), back.end(), c.begin(), c.end()));
+  }
+  struct config {
+    std::string flags;
+    std::function<mask(const stored&)> ref;
+  };
+  const std::vector<config> configs = {
+      {"--granularity element --criterion l1 --rule threshold --sparsity 0.5",
+       [](const stored& t) { return reference_mask(gr::element{}, cr::l1{}, threshold{}, t, 0.5); }},
+      {"--granularity element --criterion l1 --rule exact --sparsity 0.5",
+       [](const stored& t) { return reference_mask(gr::element{}, cr::l1{}, exact{}, t, 0.5); }},
+      {"--granularity element --criterion l2 --rule exact --sparsity 0.5",
+       [](const stored& t) { return reference_mask(gr::element{}, cr::l2{}, exact{}, t, 0.5); }},
+      {"--granularity filter --criterion l2 --rule exact --sparsity 0.5",
+       [](const stored& t) { return reference_mask(gr::filter{}, cr::l2{}, exact{}, t, 0.5); }},
+      {"--granularity row --criterion l1 --rule threshold --sparsity 0.5",
+       [](const stored& t) { return reference_mask(gr::vector{-1}, cr::l1{}, threshold{}, t, 0.5); }},
+      {"--granularity block:2x4 --criterion l1 --rule exact --sparsity 0.5",
+       [](const stored& t) { return reference_mask(gr::block{2, 4}, cr::l1{}, exact{}, t, 0.5); }},
+      {"--granularity 2:4", [](const stored& t) { return reference_mask(gr::n_m_pattern{2, 4, false}, cr::l1{}, threshold{}, t, 0.5); }},
+  };
+  for (const dtype d : {dtype::f16, dtype::f32, dtype::f64})
+    for (const bool big : {false, true})
+      for (const bool fortran : {false, true}) {
+        CAPTURE(std::string(io::dtype_name(d)));
+        CAPTURE(big);
+        CAPTURE(fortran);
+        const stored t{{"conv1", d, shape}, random_tensor(d, 8 * 36, rng, rng() % 2 == 0)};  // C order, native
+        io::write_npy(dir / "conv1.npy", d, shape, io::from_native_c_order(t.data, d, shape, fortran, big), fortran, big);
+        for (const auto& cf : configs) {
+          CAPTURE(cf.flags);
+          REQUIRE(run_cli("prune '" + (dir / "conv1.npy").string() + "' -o '" + (dir / "out.npy").string() + "' -q " + cf.flags,
+                          dir / "log") == 0);
+          const io::npy_file out(dir / "out.npy");
+          const auto& a = out.array();
+          CHECK(a.dtype == d);
+          CHECK(a.shape == shape);
+          CHECK(a.fortran_order == fortran);
+          CHECK(a.big_endian == big);
+          check_applied(t, io::to_native_c_order(a), cf.ref(t));
+        }
+      }
+  // Several .npy files: one global cut (as global_masks over the same tensors), written
+  // into a directory under their own names; a non-floating array is copied.
+  {
+    std::vector<stored> ts = {{{"a", dtype::f32, {16, 8}}, random_tensor(dtype::f32, 128, rng)},
+                              {{"b", dtype::f16, {8, 8}}, random_tensor(dtype::f16, 64, rng, true)},
+                              {{"c", dtype::f32, {40}}, random_tensor(dtype::f32, 40, rng)}};
+    std::string args;
+    for (std::size_t k = 0; k < ts.size(); ++k) {
+      const bool big = k == 1, fortran = k == 0;
+      io::write_npy(dir / (ts[k].spec.name + ".npy"), ts[k].spec.dtype, ts[k].spec.shape,
+                    io::from_native_c_order(ts[k].data, ts[k].spec.dtype, ts[k].spec.shape, fortran, big), fortran, big);
+      args += " '" + (dir / (ts[k].spec.name + ".npy")).string() + "'";
+    }
+    const std::vector<std::byte> ids = random_tensor(dtype::i64, 4, rng);
+    io::write_npy(dir / "ids.npy", dtype::i64, std::vector<std::size_t>{4}, ids);
+    fs::create_directories(dir / "out");
+    REQUIRE(run_cli("prune" + args + " '" + (dir / "ids.npy").string() + "' -o '" + (dir / "out").string() +
+                        "' -q --scope global --rule exact --sparsity 0.6 --max-sparsity 0.8",
+                    dir / "log") == 0);
+    std::vector<std::vector<float>> vals;
+    std::vector<named_tensor<float>> params;
+    for (const auto& t : ts) vals.push_back(as_floats(t));
+    for (std::size_t k = 0; k < ts.size(); ++k)
+      params.push_back({ts[k].spec.name, tensor_ref<float>(vals[k].data(), std::span<const std::size_t>(ts[k].spec.shape))});
+    const auto masks = global_masks(pruner<gr::element, cr::l1, exact>{{}, {}, exact(0.6)}, params, sparsity_limits{0.0, 0.8, 0});
+    for (std::size_t k = 0; k < ts.size(); ++k)
+      check_applied(ts[k], io::to_native_c_order(io::npy_file(dir / "out" / (ts[k].spec.name + ".npy")).array()), masks[k]);
+    const io::npy_file ids_out(dir / "out" / "ids.npy");
+    const auto copied = ids_out.array().data;
+    CHECK(std::equal(copied.begin(), copied.end(), ids.begin(), ids.end()));
+    // verify and inspect read .npy too (names are the stems)
+    CHECK(run_cli("verify '" + (dir / "out" / "a.npy").string() + "' '" + (dir / "out" / "b.npy").string() +
+                      "' --sparsity 0.5 --scope global",
+                  dir / "log") == 0);
+    CHECK(run_cli("verify '" + (dir / "a.npy").string() + "' --sparsity 0.5", dir / "log") == 1);
+    REQUIRE(run_cli("inspect '" + (dir / "out" / "b.npy").string() + "'", dir / "log") == 0);
+    std::ifstream lf(dir / "log");
+    const std::string log((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
+    CHECK(contains(log, "b  "));
+    CHECK(contains(log, "F16"));
+    // Two inputs need a directory; a stem named twice is refused.
+    CHECK(run_cli("prune" + args + " -o '" + (dir / "x.npy").string() + "' --sparsity 0.5", dir / "log") == 3);
+    CHECK(run_cli("prune" + args + " '" + (dir / "out" / "a.npy").string() + "' -o '" + (dir / "out").string() +
+                      "' --sparsity 0.5", dir / "log") == 3);
+  }
+  // Bad .npy files: a clear message, exit 3, nothing written, an existing output untouched.
+  {
+    const std::vector<std::byte> vals = random_tensor(dtype::f32, 12, rng);
+    io::write_npy(dir / "good.npy", dtype::f32, std::vector<std::size_t>{3, 4}, vals);
+    auto raw = slurp(dir / "good.npy");
+    auto put = [&](const std::string& name, const std::vector<std::byte>& b) {
+      std::ofstream(dir / name, std::ios::binary).write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
+    };
+    put("trunc.npy", std::vector<std::byte>(raw.begin(), raw.end() - 5));
+    auto magic = raw;
+    magic[2] = std::byte{'X'};
+    put("magic.npy", magic);
+    auto header = raw;
+    const auto at = std::search(header.begin(), header.end(), "'shape'", "'shape'" + 7, [](std::byte a, char b) { return a == std::byte(b); });
+    REQUIRE(at != header.end());
+    *(at + 1) = std::byte{'S'};
+    put("header.npy", header);
+    const std::pair<std::string, std::string> bad[] = {
+        {"trunc.npy", "truncated"}, {"magic.npy", "magic"}, {"header.npy", "unexpected or repeated key 'Shape'"}};
+    std::ofstream(dir / "keep.npy") << "old";
+    for (const auto& [name, what] : bad) {
+      CAPTURE(name);
+      for (const std::string out : {"new.npy", "keep.npy"}) {
+        CHECK(run_cli("prune '" + (dir / name).string() + "' -o '" + (dir / out).string() + "' --sparsity 0.5", dir / "log") == 3);
+        std::ifstream lf(dir / "log");
+        const std::string log((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
+        CHECK(contains(log, name));
+        CHECK(contains(log, what));
+      }
+      CHECK(!fs::exists(dir / "new.npy"));
+      std::ifstream kf(dir / "keep.npy");
+      const std::string kept((std::istreambuf_iterator<char>(kf)), std::istreambuf_iterator<char>());
+      CHECK(kept == "old");
+      CHECK(run_cli("inspect '" + (dir / name).string() + "'", dir / "log") == 3);
+    }
+    CHECK(run_cli("prune '" + (dir / "good.npy").string() + "' -o '" + (dir / "good.safetensors").string() + "' --sparsity 0.5",
+                  dir / "log") == 3);
+    for (const auto& e : fs::directory_iterator(dir.path))
+      CHECK_MESSAGE(e.path().string().find(".tmp.") == std::string::npos, e.path());
+  }
 }
 
 TEST_CASE("spruce-prune: Wanda, tables, global scope with limits, sharded input, the default selection") {

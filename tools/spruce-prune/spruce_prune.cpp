@@ -46,11 +46,12 @@ namespace {
 
 constexpr int exit_ok = 0, exit_verify_failed = 1, exit_usage = 2, exit_error = 3;
 
-const char* const help_text = R"(spruce-prune: prune safetensors checkpoints with spruce's policies
+const char* const help_text = R"(spruce-prune: prune safetensors checkpoints and .npy arrays with spruce's policies
 
 usage:
-  spruce-prune prune IN -o OUT [options]     prune IN (a .safetensors file, or a sharded
-                                             checkpoint's model.safetensors.index.json) to OUT
+  spruce-prune prune IN -o OUT [options]     prune IN (a .safetensors file, a sharded
+                                             checkpoint's model.safetensors.index.json, or one
+                                             or more .npy files) to OUT
   spruce-prune inspect FILE [--pattern N:M]  per tensor: name, dtype, shape, bytes, sparsity,
                                              the N:M pattern it fits along its input axis; totals
   spruce-prune verify FILE (--pattern N:M | --sparsity S) [--include/--exclude ...] [--scope global]
@@ -100,6 +101,16 @@ how (prune):
                      replaced only when the whole run succeeded.
   -q, --quiet        no report table on stdout
 
+.npy input (prune, inspect, verify): each file is one tensor named after the file's stem
+  (w.npy is "w", for --include / --exclude / --table and the report); every floating array
+  (F16, F32, F64) of rank >= 1 is selected by default, other dtypes are copied. The output
+  keeps the input's dtype, shape, byte order and memory order (C or Fortran). One input:
+  -o OUT.npy, or an existing directory. Several inputs: -o an existing directory, where each
+  is written under its own file name; --scope global cuts across all of them. Wanda's
+  --activations is a safetensors file with a norm vector per stem. A Fortran-order or
+  big-endian array is held in memory in C order, native byte order (its size again); a
+  C-order little-endian one is read in place. BF16 has no .npy dtype (numpy has none).
+
 exit codes: 0 success, 1 verify found offending tensors, 2 bad command line, 3 bad input or
 failure (the message says what, where and how to fix it; nothing is written).
 
@@ -131,6 +142,8 @@ std::size_t parse_whole(std::string_view flag, const std::string& text) {
     throw usage_error(std::string(flag) + " '" + text + "' is too large");
   }
 }
+
+bool is_npy_path(const std::string& p) { return fs::path(p).extension() == ".npy"; }
 
 bool glob_match(const std::string& glob, const std::string& name) {
   return ::fnmatch(glob.c_str(), name.c_str(), 0) == 0;
@@ -179,7 +192,8 @@ gran_opt parse_granularity(const std::string& s) {
 }
 
 struct options {
-  std::string command, input, output, report_csv, activations, table;
+  std::string command, input, output, report_csv, activations, table;  // input: the inputs, for messages
+  std::vector<std::string> inputs;
   std::vector<std::string> include, exclude;
   gran_opt gran;
   crit_kind crit = crit_kind::l1;
@@ -243,8 +257,13 @@ options parse_args(int argc, char** argv) {
   o.command = pos[0];
   if (o.command != "prune" && o.command != "inspect" && o.command != "verify")
     throw usage_error("unknown command '" + o.command + "'; use prune, inspect or verify");
-  if (pos.size() != 2) throw usage_error(o.command + " takes exactly one input file");
-  o.input = pos[1];
+  if (pos.size() < 2) throw usage_error(o.command + " needs an input file");
+  o.inputs.assign(pos.begin() + 1, pos.end());
+  const auto npys = std::count_if(o.inputs.begin(), o.inputs.end(), is_npy_path);
+  if (o.inputs.size() > 1 && npys != static_cast<std::ptrdiff_t>(o.inputs.size()))
+    throw usage_error(o.command + " takes one safetensors file (or index), or any number of .npy files; got " +
+                      std::to_string(o.inputs.size()) + " inputs, not all .npy");
+  for (const auto& in : o.inputs) o.input += (o.input.empty() ? "" : ", ") + in;
   if (o.command == "prune") {
     if (o.output.empty() && !o.dry_run) throw usage_error("prune needs -o OUT (or --dry-run)");
     const bool nm = o.gran.kind == gran_kind::n_m;
@@ -287,18 +306,85 @@ struct tensor_item {
   bool pruned = false;
 };
 
+// One input file: a safetensors file, or a .npy file seen as a one-tensor checkpoint (the
+// tensor named after the file's stem, no metadata). Either way the tensors are views into
+// the mapping, with one exception: a Fortran-order or big-endian .npy array cannot be
+// viewed as the C-order, native-endian tensor the library's API takes, so it is copied
+// into that layout once at open (the tensor's size again) and written back in its own.
+class input_file {
+ public:
+  explicit input_file(const fs::path& path) {
+    if (path.extension() == ".npy") {
+      npy_ = std::make_unique<spruce::io::npy_file>(path);
+      const auto& a = npy_->array();
+      entries_.push_back({path.stem().string(), a.dtype, a.shape, 0, a.data.size()});
+      if (a.swapped() || (a.fortran_order && a.shape.size() > 1)) {
+        native_ = spruce::io::to_native_c_order(a);
+        npy_->mapping().release(0, npy_->mapping().size());
+      }
+    } else {
+      st_ = std::make_unique<safetensors_file>(path);
+    }
+  }
+  bool is_npy() const noexcept { return npy_ != nullptr; }
+  const spruce::io::npy_array& npy() const { return npy_->array(); }
+  const std::vector<safetensors_entry>& tensors() const noexcept { return st_ ? st_->tensors() : entries_; }
+  const std::map<std::string, std::string>& metadata() const noexcept { return st_ ? st_->metadata() : no_metadata_; }
+  std::uint64_t size() const noexcept { return st_ ? st_->mapping().size() : npy_->mapping().size(); }
+  // The tensor's bytes: C order, native byte order.
+  std::span<const std::byte> bytes(const safetensors_entry& e) const noexcept {
+    if (st_) return st_->bytes(e);
+    return native_.empty() ? npy_->array().data : std::span<const std::byte>(native_);
+  }
+  // Lets the kernel drop the pages of a tensor, or of a part of bytes(e), from the resident set.
+  void release(const safetensors_entry& e) const noexcept { release(bytes(e)); }
+  void release(std::span<const std::byte> part) const noexcept {
+    const spruce::io::mapped_file& m = st_ ? st_->mapping() : npy_->mapping();
+    const std::byte* base = m.bytes().data();
+    if (part.empty() || part.data() < base || part.data() >= base + m.size()) return;  // not mapped (a copy)
+    m.release(static_cast<std::size_t>(part.data() - base), part.size());
+  }
+
+ private:
+  std::unique_ptr<safetensors_file> st_;
+  std::unique_ptr<spruce::io::npy_file> npy_;
+  std::vector<safetensors_entry> entries_;
+  std::vector<std::byte> native_;
+  std::map<std::string, std::string> no_metadata_;
+};
+
 struct checkpoint {
   bool sharded = false;
+  bool npy = false;  // every input a .npy file (one tensor each)
   fs::path index_path;
   nlohmann::ordered_json index;  // the input index (metadata kept as it is)
   std::vector<std::string> shard_names;
-  std::vector<std::unique_ptr<safetensors_file>> shards;
+  std::vector<fs::path> paths;  // the input files, one per shard
+  std::vector<std::unique_ptr<input_file>> shards;
   std::vector<tensor_item> items;  // shard by shard, each in data-offset order
   std::uint64_t bytes = 0;
 };
 
-checkpoint open_checkpoint(const std::string& in) {
+checkpoint open_checkpoint(const std::vector<std::string>& inputs) {
   checkpoint c;
+  if (is_npy_path(inputs.front())) {
+    // Several .npy files are one checkpoint of one tensor each, named by their stems.
+    c.npy = true;
+    std::map<std::string, std::string> stems;
+    for (const auto& in : inputs) {
+      c.paths.emplace_back(in);
+      c.shard_names.push_back(fs::path(in).filename().string());
+      c.shards.push_back(std::make_unique<input_file>(in));
+      const auto& e = c.shards.back()->tensors().front();
+      if (const auto [at, fresh] = stems.emplace(e.name, in); !fresh)
+        throw error(".npy files '" + at->second + "' and '" + in + "' both name the tensor '" + e.name +
+                    "' (the file's stem); tensors are told apart by name, so rename one");
+      c.items.push_back(tensor_item{c.shards.size() - 1, &e, false, {}, {}, 0, 0, 0, 0, false});
+    }
+    for (const auto& sh : c.shards) c.bytes += sh->size();
+    return c;
+  }
+  const std::string& in = inputs.front();
   const std::string suffix = ".index.json";
   if (in.size() > suffix.size() && in.compare(in.size() - suffix.size(), suffix.size(), suffix) == 0) {
     c.sharded = true;
@@ -326,7 +412,8 @@ checkpoint open_checkpoint(const std::string& in) {
     const fs::path dir = fs::path(in).parent_path();
     std::set<std::string> seen;
     for (std::size_t s = 0; s < c.shard_names.size(); ++s) {
-      c.shards.push_back(std::make_unique<safetensors_file>(dir / c.shard_names[s]));
+      c.paths.push_back(dir / c.shard_names[s]);
+      c.shards.push_back(std::make_unique<input_file>(c.paths.back()));
       for (const auto& e : c.shards.back()->tensors()) {
         if (!seen.insert(e.name).second)
           throw error("tensor '" + e.name + "' is in two shards of '" + in + "'; a checkpoint names each tensor once");
@@ -343,10 +430,11 @@ checkpoint open_checkpoint(const std::string& in) {
         throw error("index '" + in + "' places tensor '" + name + "' in '" + shard + "', which lacks it");
   } else {
     c.shard_names.push_back(fs::path(in).filename().string());
-    c.shards.push_back(std::make_unique<safetensors_file>(in));
+    c.paths.emplace_back(in);
+    c.shards.push_back(std::make_unique<input_file>(in));
     for (const auto& e : c.shards.back()->tensors()) c.items.push_back(tensor_item{0, &e, false, {}, {}, 0, 0, 0, 0, false});
   }
-  for (const auto& s : c.shards) c.bytes += s->mapping().size();
+  for (const auto& s : c.shards) c.bytes += s->size();
   return c;
 }
 
@@ -365,7 +453,9 @@ void select_tensors(checkpoint& c, const options& o) {
   for (auto& it : c.items) {
     const auto& e = *it.entry;
     bool sel;
-    if (o.include.empty()) {
+    if (o.include.empty() && c.npy) {
+      sel = spruce::io::is_prunable(e.dtype) && !e.shape.empty();  // a .npy file named on the command line is meant
+    } else if (o.include.empty()) {
       const std::string d = default_skip(e);
       sel = d == "-";
       if (!sel && !d.empty()) it.skip_reason = d;
@@ -549,11 +639,11 @@ spruce::tensor_ref<const T> values_of(dtype d, std::span<const std::byte> b, std
 }
 
 template <class T>
-spruce::tensor_ref<const T> values_of(const safetensors_file& f, const safetensors_entry& e, std::vector<T>& scratch) {
+spruce::tensor_ref<const T> values_of(const input_file& f, const safetensors_entry& e, std::vector<T>& scratch) {
   return values_of<T>(e.dtype, f.bytes(e), std::span<const std::size_t>(e.shape), scratch, e.name);
 }
 
-std::size_t count_zeros(const safetensors_file& f, const safetensors_entry& e) {
+std::size_t count_zeros(const input_file& f, const safetensors_entry& e) {
   const auto b = f.bytes(e);
   const std::size_t n = e.elements();
   std::size_t z = 0;
@@ -786,16 +876,41 @@ class global_cut {
 
 // Where a pruned file goes: a safetensors file (one writer per shard), written tensor by
 // tensor through the atomic writer and committed only when the whole run succeeded.
+// A .npy output gets the input's dtype, shape, memory order and byte order: its one
+// tensor streams straight to the file when the input is C order and native-endian, and is
+// otherwise gathered (it arrives in C order, native-endian) and laid out as the input's at
+// its last byte.
 class output {
  public:
   output(const fs::path& path, std::span<const spruce::io::safetensors_spec> specs,
          const std::map<std::string, std::string>& metadata)
       : st_(std::make_unique<spruce::io::safetensors_writer>(path, specs, metadata, "the pruned checkpoint")) {}
-  void write(std::span<const std::byte> bytes) { st_->write(bytes); }
-  void commit() { st_->commit(); }
+  output(const fs::path& path, const spruce::io::npy_array& like)
+      : npy_(std::make_unique<spruce::io::atomic_writer>(path, "the pruned .npy file")), like_(&like) {
+    npy_->write(spruce::io::npy_header(like.dtype, like.shape, like.fortran_order, like.big_endian));
+    if (like.swapped() || (like.fortran_order && like.shape.size() > 1)) staged_.reserve(like.data.size());
+    else like_ = nullptr;  // streams
+  }
+  void write(std::span<const std::byte> bytes) {
+    if (st_) return st_->write(bytes);
+    if (!like_) return npy_->write(bytes);
+    staged_.insert(staged_.end(), bytes.begin(), bytes.end());
+    if (staged_.size() == like_->data.size()) {
+      npy_->write(spruce::io::from_native_c_order(staged_, like_->dtype, like_->shape, like_->fortran_order,
+                                                  like_->big_endian));
+      std::vector<std::byte>().swap(staged_);
+    }
+  }
+  void commit() {
+    if (st_) st_->commit();
+    else npy_->commit();
+  }
 
  private:
   std::unique_ptr<spruce::io::safetensors_writer> st_;
+  std::unique_ptr<spruce::io::atomic_writer> npy_;
+  const spruce::io::npy_array* like_ = nullptr;  // set while the tensor must be re-laid out
+  std::vector<std::byte> staged_;
 };
 
 // Zeros before and nonzeros kept, for the report.
@@ -983,6 +1098,25 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
+// Where the pruned .npy files go: OUT itself for one input (named *.npy), or, when OUT is an
+// existing directory, OUT/<the input's file name> for each input.
+std::vector<fs::path> npy_output_paths(const options& o, const checkpoint& c) {
+  std::error_code ec;
+  std::vector<fs::path> paths;
+  if (fs::is_directory(o.output, ec)) {
+    for (const auto& s : c.shard_names) paths.push_back(fs::path(o.output) / s);
+    return paths;
+  }
+  if (c.shards.size() > 1)
+    throw error("output '" + o.output + "' for " + std::to_string(c.shards.size()) + " .npy inputs is not an existing "
+                "directory; create it first: each input is written there under its own file name");
+  if (!is_npy_path(o.output))
+    throw error("output '" + o.output + "' for the .npy input '" + o.input + "' does not end in .npy; the output is "
+                "a .npy file like the input (name it *.npy, or give an existing directory)");
+  paths.emplace_back(o.output);
+  return paths;
+}
+
 fs::path output_index_path(const options& o, const checkpoint& c) {
   fs::path out = o.output;
   std::error_code ec;
@@ -995,7 +1129,7 @@ fs::path output_index_path(const options& o, const checkpoint& c) {
 
 // The mask of one selected tensor (per-tensor scope, or its share of a global cut).
 template <class T>
-spruce::mask one_mask(const options& o, const safetensors_file& f, tensor_item& it, const safetensors_file* acts,
+spruce::mask one_mask(const options& o, const input_file& f, tensor_item& it, const safetensors_file* acts,
                       const global_cut<T>* global, std::size_t k) {
   const auto& e = *it.entry;
   if (global) return global->mask_of(k);  // reads the mapped bytes (or group scores) itself
@@ -1016,7 +1150,7 @@ spruce::mask one_mask(const options& o, const safetensors_file& f, tensor_item& 
 // block is exactly that block's rows of the whole tensor's mask, and no copy of the whole
 // tensor (a float one of an F16 / BF16 tensor, or its mask) ever exists.
 template <class T>
-masked_counts n_m_blocks(const options& o, const safetensors_file& f, const safetensors_entry& e,
+masked_counts n_m_blocks(const options& o, const input_file& f, const safetensors_entry& e,
                          const safetensors_file* acts, output* out) {
   std::vector<T> norms;
   if (acts) {
@@ -1039,7 +1173,7 @@ masked_counts n_m_blocks(const options& o, const safetensors_file& f, const safe
     const spruce::mask m = tensor_mask<T>(o, w, spruce::amount(0.0), norms, e.name);
     const masked_counts b = write_masked(out, part, es, m);
     c.zeros_before += b.zeros_before, c.nonzero_after += b.nonzero_after, c.kept += b.kept;
-    f.mapping().release(static_cast<std::size_t>(part.data() - f.mapping().bytes().data()), part.size());
+    f.release(part);
     if (rows == 0) break;
   }
   return c;
@@ -1079,10 +1213,16 @@ int prune_as(const options& o, checkpoint& c) {
     if (c.sharded) {
       out_index = output_index_path(o, c);
       for (const auto& s : c.shard_names) paths.push_back(out_index.parent_path() / s);
+    } else if (c.npy) {
+      paths = npy_output_paths(o, c);
     } else {
       paths.push_back(o.output);
     }
     for (std::size_t s = 0; s < c.shards.size(); ++s) {
+      if (c.npy) {
+        writers.push_back(std::make_unique<output>(paths[s], c.shards[s]->npy()));
+        continue;
+      }
       std::vector<spruce::io::safetensors_spec> specs;
       for (const auto& e : c.shards[s]->tensors()) specs.push_back({e.name, e.dtype, e.shape});
       writers.push_back(std::make_unique<output>(paths[s], specs, c.shards[s]->metadata()));
@@ -1152,7 +1292,7 @@ std::vector<std::vector<std::string>> report_rows(const checkpoint& c) {
 }
 
 int cmd_prune(const options& o) {
-  checkpoint c = open_checkpoint(o.input);
+  checkpoint c = open_checkpoint(o.inputs);
   select_tensors(c, o);
   bool any64 = false, any32 = false;
   for (const auto& it : c.items)
@@ -1185,7 +1325,7 @@ int cmd_prune(const options& o) {
 }
 
 // The N:M patterns inspect looks for, in order.
-std::string fitting_pattern(const safetensors_file& f, const safetensors_entry& e, std::optional<gran_opt> only) {
+std::string fitting_pattern(const input_file& f, const safetensors_entry& e, std::optional<gran_opt> only) {
   if (!spruce::io::is_prunable(e.dtype) || e.shape.size() < 2 || e.elements() == 0) return "-";
   const auto b = f.bytes(e);
   spruce::byte_buffer nz(e.elements());
@@ -1200,7 +1340,7 @@ std::string fitting_pattern(const safetensors_file& f, const safetensors_entry& 
 }
 
 int cmd_inspect(const options& o) {
-  checkpoint c = open_checkpoint(o.input);
+  checkpoint c = open_checkpoint(o.inputs);
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"tensor", "dtype", "shape", "bytes", "sparsity", "n:m"});
   std::size_t zeros = 0, floats = 0;
@@ -1227,7 +1367,7 @@ int cmd_inspect(const options& o) {
 }
 
 int cmd_verify(const options& o) {
-  checkpoint c = open_checkpoint(o.input);
+  checkpoint c = open_checkpoint(o.inputs);
   select_tensors(c, o);
   std::vector<std::string> bad;
   std::size_t zeros = 0, total = 0, checked = 0;

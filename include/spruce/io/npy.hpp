@@ -6,6 +6,7 @@
 // padded with spaces and a newline so the data starts on a 64-byte boundary, then the
 // array's bytes in the byte order and memory order the header names. Opt-in header.
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -227,11 +228,67 @@ class npy_file {
       : map_(path, ".npy file"), array_(parse_npy(map_.bytes(), path.string())) {}
   const npy_array& array() const noexcept { return array_; }
   const std::filesystem::path& path() const noexcept { return map_.path(); }
+  /// The mapping the array's data views (its `release` drops pages from the resident set).
+  const mapped_file& mapping() const noexcept { return map_; }
 
  private:
   mapped_file map_;
   npy_array array_;
 };
+
+namespace detail {
+/// Copies `n` elements of `es` bytes between a C-order buffer and one in the given memory
+/// order, reversing each element's bytes when `swap`: element at C flat index c and file
+/// position p (Fortran: the first axis fastest) go `c_to_file ? out[p] = in[c] : out[c] = in[p]`.
+inline void npy_reorder(const std::byte* in, std::byte* out, std::size_t es, std::span<const std::size_t> shape,
+                        bool fortran, bool swap, bool c_to_file) {
+  std::size_t n = 1;
+  for (std::size_t d : shape) n *= d;
+  auto put = [&](std::size_t to, std::size_t from) {
+    for (std::size_t k = 0; k < es; ++k) out[to * es + k] = in[from * es + (swap ? es - 1 - k : k)];
+  };
+  if (!fortran || shape.size() < 2) {
+    for (std::size_t i = 0; i < n; ++i) put(i, i);
+    return;
+  }
+  // Walk file positions p in order with an odometer over the axes (axis 0 fastest), keeping
+  // the C flat index c of the same element.
+  std::vector<std::size_t> idx(shape.size(), 0), cstride(shape.size(), 1);
+  for (std::size_t k = shape.size() - 1; k-- > 0;) cstride[k] = cstride[k + 1] * shape[k + 1];
+  std::size_t c = 0;
+  for (std::size_t p = 0; p < n; ++p) {
+    if (c_to_file) put(p, c);
+    else put(c, p);
+    for (std::size_t k = 0; k < shape.size(); ++k) {
+      c += cstride[k];
+      if (++idx[k] < shape[k]) break;
+      c -= cstride[k] * shape[k];
+      idx[k] = 0;
+    }
+  }
+}
+}  // namespace detail
+
+/// The array's bytes in C order and this host's byte order (the layout safetensors and
+/// spruce's views use), copied: a Fortran-order or foreign-endian array cannot be viewed in
+/// place. For an array that already is C order and native-endian it is a plain copy.
+inline std::vector<std::byte> to_native_c_order(const npy_array& a) {
+  std::vector<std::byte> out(a.data.size());
+  detail::npy_reorder(a.data.data(), out.data(), dtype_size(a.dtype), a.shape, a.fortran_order, a.swapped(), false);
+  return out;
+}
+
+/// The inverse of to_native_c_order: C-order, native-endian bytes of `d` and `shape` laid
+/// out as a .npy array of the given memory and byte order stores them (what write_npy
+/// takes), so an array read, changed in C order and written back keeps the file's layout.
+inline std::vector<std::byte> from_native_c_order(std::span<const std::byte> c_order, dtype d,
+                                                  std::span<const std::size_t> shape, bool fortran_order,
+                                                  bool big_endian) {
+  std::vector<std::byte> out(c_order.size());
+  const bool swap = dtype_size(d) > 1 && big_endian != (std::endian::native == std::endian::big);
+  detail::npy_reorder(c_order.data(), out.data(), dtype_size(d), shape, fortran_order, swap, true);
+  return out;
+}
 
 /// The header numpy.save writes for an array of `d` and `shape` (version 1.0, or 2.0 when
 /// the dict does not fit 65535 bytes), padded so the data starts on a 64-byte boundary.
