@@ -542,6 +542,26 @@ TEST_CASE("spruce-prune: .npy input in both byte orders and memory orders, F16 /
           check_applied(t, io::to_native_c_order(a), cf.ref(t));
         }
       }
+  // Wanda on a .npy weight (the last one written: F64, big-endian, Fortran order): the
+  // activations file holds the norms under the stem, as for a safetensors tensor.
+  {
+    const auto raw = slurp(dir / "conv1.npy");
+    const io::npy_array in = io::parse_npy(raw, "conv1.npy");
+    const stored t{{"conv1", in.dtype, in.shape}, io::to_native_c_order(in)};
+    std::vector<double> norms = {0.5, 2.0, 1.0, 3.0};
+    std::vector<std::byte> nb(norms.size() * 8);
+    std::memcpy(nb.data(), norms.data(), nb.size());
+    write_model(dir / "acts.safetensors", {{{"conv1", dtype::f64, {4}}, nb}}, {});
+    REQUIRE(run_cli("prune '" + (dir / "conv1.npy").string() + "' -o '" + (dir / "out.npy").string() +
+                        "' -q --criterion wanda --activations '" + (dir / "acts.safetensors").string() + "' --sparsity 0.5 --rule exact",
+                    dir / "log") == 0);
+    std::vector<double> w(t.data.size() / 8);
+    std::memcpy(w.data(), t.data.data(), t.data.size());
+    criterion::inputs<double, criterion::activation_norms<double>> x{tensor_ref<const double>(w.data(), std::span<const std::size_t>(shape))};
+    x.extra.norms = norms;
+    check_applied(t, io::to_native_c_order(io::npy_file(dir / "out.npy").array()),
+                  per_row_mask(criterion::wanda{}, exact(0.5), x, "conv1"));
+  }
   // Several .npy files: one global cut (as global_masks over the same tensors), written
   // into a directory under their own names; a non-floating array is copied.
   {
