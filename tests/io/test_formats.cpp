@@ -452,7 +452,11 @@ TEST_CASE("spruce-prune: element pruning of large BF16 / F16 tensors (read in pl
     // +-0, +-inf, the smallest subnormals, the largest subnormal and the smallest normal.
     const std::uint16_t bf[] = {0x8000, 0x0000, 0x7F80, 0xFF80, 0x0001, 0x8001, 0x007F, 0x0080};
     const std::uint16_t hf[] = {0x8000, 0x0000, 0x7C00, 0xFC00, 0x0001, 0x8001, 0x03FF, 0x0400};
-    for (std::size_t i = 0; i < n; i += 97) std::memcpy(b.data() + 2 * i, &(d == dtype::bf16 ? bf : hf)[(i / 97) % 8], 2);
+    const std::uint16_t* special = d == dtype::bf16 ? bf : hf;
+    for (std::size_t i = 0; i < n; i += 97) {
+      const std::uint16_t v = special[(i / 97) % 8];
+      std::memcpy(b.data() + 2 * i, &v, 2);
+    }
     return b;
   };
   const std::vector<stored> model = {{{"a.weight", dtype::bf16, {2100, 1024}}, adversarial(dtype::bf16, 2100 * 1024)},
