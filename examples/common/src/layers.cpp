@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <type_traits>
 
 // The layers split the batch across threads themselves; Eigen's own GEMM threading would
 // only add a fork and a barrier to the small products they leave on one thread (it would
@@ -30,11 +31,24 @@
 namespace train {
 namespace {
 
+// Row-major matrix views with a run-time row stride (always the column count). The stride
+// type only makes these Map types this file's own: a plain Map<const Matrix> product is
+// also instantiated by code built without EIGEN_DONT_PARALLELIZE (spruce::eigen_gemm in
+// the lab's inference engine), and when the linker kept that copy the layers' GEMMs,
+// called from the helper pool's threads, opened an OpenMP team each whose members
+// spin-waited on one another (the ResNet stage of prune_lab ran at a fraction of its speed).
+template <class M>
+struct row_major_map : Eigen::Map<M, Eigen::Unaligned, Eigen::OuterStride<>> {
+  using base = Eigen::Map<M, Eigen::Unaligned, Eigen::OuterStride<>>;
+  using pointer = std::conditional_t<std::is_const_v<M>, const typename M::Scalar*, typename M::Scalar*>;
+  row_major_map(pointer data, Eigen::Index rows, Eigen::Index cols)
+      : base(data, rows, cols, Eigen::OuterStride<>(cols)) {}
+  using base::operator=;
+};
 template <class T>
-using matrix_map = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+using matrix_map = row_major_map<Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
 template <class T>
-using const_matrix_map =
-    Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
+using const_matrix_map = row_major_map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>;
 template <class T>
 using array_map = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <class T>
