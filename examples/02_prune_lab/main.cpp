@@ -55,6 +55,7 @@ struct config {
   double slim_layer_keep = 0.25;     // slimming's per-layer minimum, a fraction of each layer
   std::size_t channel_epochs = 4;    // fine-tuning epochs of the channel-pruned (half-MACs) network
   std::size_t gradual_epochs = 4;
+  std::size_t resnet_epochs = 0, resnet_tune_epochs = 0;  // slimming-resnet; 0: the stage's defaults
   double lr = 0.01;
   std::size_t train_images = 0, test_images = 0, held_out = 1000;
   int latency_repeats = 20;
@@ -86,6 +87,8 @@ void usage(std::FILE* to) {
                "  --slim-layer-keep F  slimming keeps at least this fraction of every layer (0.25; 0:\n"
                "                      only the 2-channel minimum)\n"
                "  --gradual-epochs N  epochs of gradual pruning, the last without pruning (4)\n"
+               "  --resnet-epochs N   slimming-resnet: sparsity-training epochs (2; its own lr 0.05)\n"
+               "  --resnet-tune-epochs N  slimming-resnet: fine-tuning epochs of each pruned network (8)\n"
                "  --lr X              fine-tuning peak learning rate, cosine to 0 (0.01)\n"
                "  --long              the longer, better run: 3x every epoch count\n"
                "  --train-images N    first N training images (default all 60000)\n"
@@ -153,6 +156,12 @@ config parse(int argc, char** argv) {
       slim_tune = parse_count(flag, value());
     } else if (flag == "--gradual-epochs") {
       gradual = parse_count(flag, value());
+    } else if (flag == "--resnet-epochs") {
+      c.resnet_epochs = parse_count(flag, value());
+      if (c.resnet_epochs == 0) throw usage_error("--resnet-epochs must be at least 1");
+    } else if (flag == "--resnet-tune-epochs") {
+      c.resnet_tune_epochs = parse_count(flag, value());
+      if (c.resnet_tune_epochs == 0) throw usage_error("--resnet-tune-epochs must be at least 1");
     } else if (flag == "--lr") {
       c.lr = parse_number(flag, value());
       if (!(c.lr > 0)) throw usage_error("--lr must be > 0");
@@ -831,11 +840,13 @@ void stage_sparse(run_state& r) {
 // dense checkpoint; its rows, plot and notes join the table.
 void stage_slimming_resnet(run_state& r) {
   lab::resnet_stage_options o;
-  o.checkpoint = fs::path(SPRUCE_SOURCE_DIR) / "examples" / "checkpoints" / "resnet_fmnist_w1_b111.safetensors";
+  o.checkpoint = fs::path(SPRUCE_SOURCE_DIR) / "examples" / "checkpoints" / "resnet_fmnist_w15_b111.safetensors";
   o.data_dir = r.cfg.data;
-  o.epochs = r.cfg.slim_epochs;
-  o.tune_epochs = r.cfg.epochs;
-  o.lr = r.cfg.lr;
+  // The stage's own epoch counts and learning rates (lab/resnet_stage.hpp) unless given; the
+  // smoke run shortens them.
+  if (r.cfg.smoke) o.epochs = o.tune_epochs = 1;
+  if (r.cfg.resnet_epochs) o.epochs = r.cfg.resnet_epochs;
+  if (r.cfg.resnet_tune_epochs) o.tune_epochs = r.cfg.resnet_tune_epochs;
   o.log_every = r.cfg.log_every;
   o.latency_repeats = r.cfg.latency_repeats;
   auto res = lab::run_slimming_resnet(o, r.d, r.out);

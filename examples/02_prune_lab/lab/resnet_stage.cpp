@@ -234,15 +234,20 @@ resnet_stage_result run_slimming_resnet(const resnet_stage_options& o, const dat
   for (std::size_t i : sg.prunable()) prunable_channels += sg.groups()[i].channels;
   res.notes.push_back(stage + ": " + std::to_string(sg.prunable().size()) + " prunable groups (" +
                       std::to_string(prunable_channels) + " channels) of " + std::to_string(sg.groups().size()) +
-                      " derived by spruce::structural::graph; after sparsity training " + fmt("%.2f%%", 100 * sparse_acc) +
-                      " (dense " + fmt("%.2f%%", 100 * dense_acc) + ")");
+                      " derived by spruce::structural::graph; after sparsity training (" + std::to_string(o.epochs) +
+                      " epochs, cosine from lr " + fmt("%g", o.lr) + ") " + fmt("%.2f%%", 100 * sparse_acc) + " (dense " +
+                      fmt("%.2f%%", 100 * dense_acc) + "); each pruned network fine-tuned " +
+                      std::to_string(o.tune_epochs) + " epochs, cosine from lr " + fmt("%g", o.tune_lr));
 
   // ---- prune, rebuild, check, fine-tune -------------------------------------------------
   std::string failed;
   for (double percent : o.percents) {
     // A residual-stream channel has two BNs (bn3 and the projection's): its score is their
     // mean |gamma|, on one BN's scale like an inner channel's (graph's default).
-    const auto sel = sg.slimming_plan(percent, o.min_keep, st::score_combine::mean);
+    spruce::sparsity_limits limits;
+    limits.min_kept = o.min_keep;
+    limits.max = 1.0 - o.layer_keep;
+    const auto sel = sg.slimming_plan(percent, limits, st::score_combine::mean);
     const train::resnet_cfg small_cfg = resnet_cfg_from_plan(sg.cfg(sel.plan), sparse.cfg());
     train::resnet small(small_cfg);
     st::graph<float> small_graph = resnet_graph(small, h, w);
@@ -277,7 +282,7 @@ resnet_stage_result run_slimming_resnet(const resnet_stage_options& o, const dat
     const double before = evaluate(small, d.test).accuracy;
     tune_options t;
     t.epochs = o.tune_epochs;
-    t.lr = o.lr;
+    t.lr = o.tune_lr;
     t.log_every = o.log_every;
     fine_tune(label, small, d.train, t);
     const double after = evaluate(small, d.test).accuracy;
@@ -293,7 +298,7 @@ resnet_stage_result run_slimming_resnet(const resnet_stage_options& o, const dat
     r.checkpoint = "resnet/slimming_resnet_" + fmt("%.0f", 100 * percent) + ".safetensors";
     const auto dense_stats = res.rows.front().stats;
     r.note = "threshold on |gamma| (averaged over a coupled group's BNs) " + fmt("%.4g", static_cast<double>(sel.threshold)) + ", per-group minimum " +
-             std::to_string(o.min_keep) + ", " + std::to_string(removed) + " of " + std::to_string(prunable_channels) +
+             std::to_string(o.min_keep) + " channels and " + fmt("%.0f%%", 100 * o.layer_keep) + ", " + std::to_string(removed) + " of " + std::to_string(prunable_channels) +
              " prunable channels removed; " + train::describe(small_cfg) + "; parameters " +
              fmt("%.2fx", static_cast<double>(dense_stats.params) / static_cast<double>(r.stats.params)) +
              " fewer, MACs " + fmt("%.2fx", static_cast<double>(dense_stats.macs) / static_cast<double>(r.stats.macs)) +

@@ -30,15 +30,20 @@ train::resnet_cfg resnet_cfg_from_plan(const std::vector<spruce::structural::lay
                                        const train::resnet_cfg& dense);
 
 /// What the stage needs from the pipeline: the dense ResNet checkpoint, its training
-/// knobs (the pipeline's --slim-epochs and --lr), and the accounting settings.
+/// knobs and the accounting settings. The defaults are the stage's own (the VGG stages'
+/// --epochs / --lr do not apply): a pruned network starts near chance (its scales were
+/// not trained to zero in two epochs), so it needs a larger learning rate and more epochs
+/// than the VGG's fine-tuning to come back to the dense accuracy.
 struct resnet_stage_options {
   fs::path checkpoint;
   fs::path data_dir;
-  std::size_t epochs = 1;       // sparsity training
-  std::size_t tune_epochs = 2;  // fine-tuning after each pruning
-  double lr = 0.01;
-  double lambda = 1e-4;     // the L1 subgradient on every BN scale
-  std::size_t min_keep = 16;  // channels every group keeps at least (the narrowest layer: 2 stripped the residual streams)
+  std::size_t epochs = 2;        // sparsity training
+  std::size_t tune_epochs = 8;   // fine-tuning after each pruning
+  double lr = 0.05;              // sparsity training, cosine to 0
+  double tune_lr = 0.05;         // fine-tuning, cosine to 0
+  double lambda = 1e-4;          // the L1 subgradient on every BN scale
+  std::size_t min_keep = 16;     // channels every group keeps at least (2 stripped the residual streams)
+  double layer_keep = 0.25;      // and this fraction of each group (sparsity_limits::max = 1 - it)
   std::vector<double> percents{0.5, 0.9};
   std::size_t log_every = 100;
   int latency_repeats = 20;
