@@ -15,6 +15,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -943,21 +944,32 @@ masked_counts mask_range(const std::byte* src, std::size_t b, std::size_t e, U* 
 // --dry-run) in 4 MiB chunks, so no second copy of the tensor exists; kept elements are
 // copied bit for bit. Each chunk is filled on every core (the helper pool) by
 // `fill(b, e, o)`, which writes elements [b, e) to o (a mask_range) and returns its counts.
+// Two buffers: while one chunk's write (a copy into the page cache, kernel time on one
+// core) runs on its own thread, the next chunk is filled; writes stay in order, one at a
+// time, and a failed write's error is rethrown here.
 template <class U, class Fill>
 masked_counts write_kept_as(output* out, std::size_t n, const Fill& fill) {
   constexpr std::size_t chunk = (std::size_t{4} << 20) / sizeof(U);  // 4 MiB of output
-  std::vector<U> buf(std::min(n, chunk));
+  std::vector<U> bufs[2];
   std::vector<masked_counts> part(static_cast<std::size_t>(spruce::max_threads()));
+  std::future<void> writing;  // the previous chunk's write, from the other buffer
   masked_counts c;
-  for (std::size_t b = 0; b < n; b += chunk) {
+  for (std::size_t b = 0, k = 0; b < n; b += chunk, ++k) {
     const std::size_t e = std::min(n, b + chunk);
+    std::vector<U>& buf = bufs[k % 2];
+    buf.resize(e - b);
     std::fill(part.begin(), part.end(), masked_counts{});
     spruce::parallel_chunks(e - b, [&](std::size_t j, std::size_t, std::size_t jb, std::size_t je) {
       part[j] = fill(b + jb, b + je, buf.data() + jb);
     });
     for (const auto& q : part) c.zeros_before += q.zeros_before, c.nonzero_after += q.nonzero_after, c.kept += q.kept;
-    if (out) out->write(std::span<const std::byte>(reinterpret_cast<const std::byte*>(buf.data()), (e - b) * sizeof(U)));
+    if (writing.valid()) writing.get();
+    if (out) {
+      const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(buf.data()), (e - b) * sizeof(U));
+      writing = std::async(std::launch::async, [out, bytes] { out->write(bytes); });
+    }
   }
+  if (writing.valid()) writing.get();
   return c;
 }
 
