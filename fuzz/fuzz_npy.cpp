@@ -1,7 +1,8 @@
 // libFuzzer harness for spruce/io/npy.hpp: any bytes either parse into an array whose data
 // is exactly the rest of the input, or throw spruce::error; never a crash, a leak or a
 // sanitizer report. A parsed array is written back with npy_header and must parse again
-// to the same dtype, order and shape.
+// to the same dtype, order and shape, and its bytes survive the trip to C order and back.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -24,6 +25,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::vector<double> v(a.elements());
     spruce::io::to_values(a.dtype, a.data.data(), v.size(), v.data(), a.swapped());
   }
+  // The layout round trip spruce-prune relies on: to C order, native-endian, and back.
+  const std::vector<std::byte> c = spruce::io::to_native_c_order(a);
+  const std::vector<std::byte> back =
+      spruce::io::from_native_c_order(c, a.dtype, a.shape, a.fortran_order, a.big_endian);
+  if (!std::equal(back.begin(), back.end(), a.data.begin(), a.data.end())) std::abort();
   std::string again = spruce::io::npy_header(a.dtype, a.shape, a.fortran_order, a.big_endian);
   again.append(reinterpret_cast<const char*>(a.data.data()), a.data.size());
   const auto b = spruce::io::parse_npy(
