@@ -248,7 +248,7 @@ TEST_CASE("dtype: F16 and BF16 convert exactly to float and back, all 65536 patt
   CHECK(io::dtype_size(dtype::i64) == 8);
 }
 
-TEST_CASE("safetensors: every dtype round-trips byte for byte; tensors are views into the mapping") {
+TEST_CASE("safetensors: every dtype round-trips byte for byte, and tensors are views into the mapping") {
   scratch_dir dir;
   std::mt19937 rng(11);
   std::vector<stored> ts;
@@ -480,7 +480,7 @@ TEST_CASE("spruce-prune: element pruning of large BF16 / F16 tensors (read in pl
     }
 }
 
-TEST_CASE("spruce-prune: .npy input in both byte orders and memory orders, F16 / F32 / F64; bad .npy files") {
+TEST_CASE("spruce-prune: .npy input in both byte orders and memory orders, F16 / F32 / F64, and bad .npy files") {
   namespace gr = granularity;
   namespace cr = criterion;
   using selection::exact;
