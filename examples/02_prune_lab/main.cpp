@@ -56,6 +56,7 @@ struct config {
   std::size_t channel_epochs = 4;    // fine-tuning epochs of the channel-pruned (half-MACs) network
   std::size_t gradual_epochs = 4;
   std::size_t resnet_epochs = 0, resnet_tune_epochs = 0;  // slimming-resnet; 0: the stage's defaults
+  std::vector<double> resnet_percents;                    // slimming-resnet; empty: 0.5 and 0.9
   double lr = 0.01;
   std::size_t train_images = 0, test_images = 0, held_out = 1000;
   int latency_repeats = 20;
@@ -89,6 +90,7 @@ void usage(std::FILE* to) {
                "  --gradual-epochs N  epochs of gradual pruning, the last without pruning (4)\n"
                "  --resnet-epochs N   slimming-resnet: sparsity-training epochs (2; its own lr 0.05)\n"
                "  --resnet-tune-epochs N  slimming-resnet: fine-tuning epochs of each pruned network (8)\n"
+               "  --resnet-percents L slimming-resnet: fractions of the prunable channels to cut (0.5,0.9)\n"
                "  --lr X              fine-tuning peak learning rate, cosine to 0 (0.01)\n"
                "  --long              the longer, better run: 3x every epoch count\n"
                "  --train-images N    first N training images (default all 60000)\n"
@@ -159,6 +161,11 @@ config parse(int argc, char** argv) {
     } else if (flag == "--resnet-epochs") {
       c.resnet_epochs = parse_count(flag, value());
       if (c.resnet_epochs == 0) throw usage_error("--resnet-epochs must be at least 1");
+    } else if (flag == "--resnet-percents") {
+      for (float v : split_floats(value())) {
+        if (!(v > 0 && v < 1)) throw usage_error("--resnet-percents takes fractions in (0, 1), e.g. 0.5,0.9");
+        c.resnet_percents.push_back(v);
+      }
     } else if (flag == "--resnet-tune-epochs") {
       c.resnet_tune_epochs = parse_count(flag, value());
       if (c.resnet_tune_epochs == 0) throw usage_error("--resnet-tune-epochs must be at least 1");
@@ -847,6 +854,7 @@ void stage_slimming_resnet(run_state& r) {
   if (r.cfg.smoke) o.epochs = o.tune_epochs = 1;
   if (r.cfg.resnet_epochs) o.epochs = r.cfg.resnet_epochs;
   if (r.cfg.resnet_tune_epochs) o.tune_epochs = r.cfg.resnet_tune_epochs;
+  if (!r.cfg.resnet_percents.empty()) o.percents = r.cfg.resnet_percents;
   o.log_every = r.cfg.log_every;
   o.latency_repeats = r.cfg.latency_repeats;
   auto res = lab::run_slimming_resnet(o, r.d, r.out);
