@@ -19,6 +19,11 @@
 #endif
 
 namespace spruce::detail {
+// The width-dependent names themselves live in the namespace too: simd_load<float>'s
+// mangled name spells its return type as the dependent `simd_pack<float>::type`, the same
+// in every unit whatever its width, so without the namespace an unoptimised build (nothing
+// inlined) linked the 32-byte products to a 16-byte load (caught by sparse:odr_simd_abi at -O0).
+inline namespace SPRUCE_SIMD_ABI {
 
 /// Bytes of the widest vector register the translation unit is compiled for: 64 with
 /// AVX-512, 32 with AVX, 16 otherwise (SSE2 / NEON baseline). The sparse products size
@@ -65,4 +70,5 @@ inline void simd_store(T* p, const simd<T>& v) noexcept {
 }
 #endif
 
+}  // namespace SPRUCE_SIMD_ABI
 }  // namespace spruce::detail
