@@ -5,8 +5,11 @@
 #
 #  1. scripts/setup.sh installs any missing Debian packages;
 #  2. build/release: Release build of tests and examples, `ctest` (all labels);
-#  3. build/asan: RelWithDebInfo at -O1 -g1 (line tables: sanitizer reports keep file:line,
-#     the build skips full debug info) with AddressSanitizer + UBSan (SPRUCE_SANITIZE),
+#  3. build/asan: RelWithDebInfo at -O0 -g1 (a third of -O1's compile time; line tables:
+#     sanitizer reports keep file:line, the build skips full debug info) with
+#     AddressSanitizer + UBSan (SPRUCE_SANITIZE); the targets whose tests run real work
+#     (training library, lab, large selections, sparse products) at -O1
+#     (SPRUCE_SANITIZE_HOT_FLAGS, cmake/spruce_project_options.cmake);
 #     examples included except the compile-time policy variants, no nvcc programs (the
 #     release pass builds and runs both); `ctest -LE "large|downstream|slow|headers|nvcc"`
 #     (the header and nvcc checks do not change under sanitizers);
@@ -116,7 +119,7 @@ else
   export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=0:detect_leaks=1:check_initialization_order=1:strict_init_order=1:detect_stack_use_after_return=1:protect_shadow_gap=0}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:report_error_type=1}
   run_pass asan build/asan -LE 'large|downstream|slow|headers|nvcc' -- \
-      -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O0 -g1" -DSPRUCE_SANITIZE_HOT_FLAGS=-O1 \
       -DSPRUCE_SANITIZE=ON -DSPRUCE_BUILD_TESTS=ON -DSPRUCE_BUILD_EXAMPLES=ON \
       -DSPRUCE_BUILD_BENCHMARKS=OFF -DSPRUCE_ENABLE_CUDA=OFF -DSPRUCE_BUILD_LAB_VARIANTS=OFF || status=1
 fi
