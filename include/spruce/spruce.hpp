@@ -15,6 +15,7 @@
 #include "spruce/core/tensor_ref.hpp"
 #include "spruce/core/tensor_view.hpp"
 #include "spruce/select/key.hpp"
+#include "spruce/select/cut.hpp"
 #include "spruce/select/kth.hpp"
 #include "spruce/metrics/metrics.hpp"
 #include "spruce/core/elementwise.hpp"
