@@ -279,7 +279,7 @@ TEST_CASE("per_row_mask with wanda, a pruner, a conv weight, and its errors") {
   CHECK(empty.size() == 0);
 }
 
-TEST_CASE("criterion::ln validates p, naming the tensor; p = inf is the max") {
+TEST_CASE("criterion::ln validates p, naming the tensor, p = inf is the max") {
   const auto w = random_vec(4 * 6, 20);
   const auto v = spruce::make_view(w.data(), 4, 6);
   for (double p : {0.0, -1.0, std::numeric_limits<double>::quiet_NaN(), -std::numeric_limits<double>::infinity()}) {

@@ -175,7 +175,7 @@ TEST_CASE("2:4 fast path and the general paths agree with the reference") {
   SUBCASE("0:40") { all_shapes<0, 40>(rng); }
 }
 
-TEST_CASE("ties keep the lower index; signed zeros tie; infinities are the largest") {
+TEST_CASE("ties keep the lower index, signed zeros tie, infinities are the largest") {
   const std::vector<std::size_t> s{1, 4};
   const auto keep = [&](std::vector<float> w) { return bytes_of(spruce_mask<2, 4>(w, s)); };
   CHECK(keep({1.0f, -1.0f, 1.0f, -1.0f}) == std::vector<int>{1, 1, 0, 0});

@@ -149,7 +149,7 @@ TEST_CASE("run-time pattern: double weights, strided views, tensor_view and in-p
                        doctest::Contains("keeps 3 weights"), spruce::error);
 }
 
-TEST_CASE("a run-time pattern that does not form is an error naming the tensor; nothing is written") {
+TEST_CASE("a run-time pattern that does not form is an error naming the tensor, nothing is written") {
   std::vector<float> w{1, 2, 3, 4, 5, 6, 7, 8};
   const auto before = w;
   const std::vector<std::size_t> s{2, 4};

@@ -102,7 +102,7 @@ TEST_CASE("derive_table meets the size bound and is monotone in the budget") {
   }
 }
 
-TEST_CASE("derive_table: a wide budget is used as given; errors") {
+TEST_CASE("derive_table: a wide budget is used as given, errors") {
   const auto scan = synthetic_scan(4, 3);
   const lab::derived_table d = lab::derive_table(scan, 10000 + 100, 1.0, 0.25);
   CHECK_FALSE(d.widened);

@@ -608,7 +608,7 @@ TEST_CASE("multi-tensor functions take any contiguous range of named tensors") {
   for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == (want_a.bytes()[i] ? a0[i] : 0.0f));
 }
 
-TEST_CASE("global scope with an N:M pruner: each tensor its own N:M mask; bounded limits are refused") {
+TEST_CASE("global scope with an N:M pruner: each tensor its own N:M mask, bounded limits are refused") {
   const std::vector<std::size_t> sa{16, 8, 3, 3}, sb{10, 30};
   auto a = randn(16 * 8 * 9, 3), b = randn(300, 4);
   for (float& x : b) x *= 0.01f;  // tiny weights: a global cut would empty b, the pattern cannot

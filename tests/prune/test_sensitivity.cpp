@@ -241,7 +241,7 @@ TEST_CASE("the lab's scan prunes one tensor at a time and restores it bit for bi
   CHECK(std::signbit(m.storage[7 * 210 + 3]));
 }
 
-TEST_CASE("min_rank and a name subset choose the tensors; rows follow parameter order") {
+TEST_CASE("min_rank and a name subset choose the tensors, rows follow parameter order") {
   model m;
   const auto before = m.buffers();
   const auto orig = logical_all(m.params);
@@ -313,7 +313,7 @@ TEST_CASE("the structured overload prunes whole filters, strided views included"
   CHECK(unchanged(m, before));
 }
 
-TEST_CASE("a custom mask maker decides the mask; one that prunes in place is undone too") {
+TEST_CASE("a custom mask maker decides the mask, one that prunes in place is undone too") {
   model m;
   const auto before = m.buffers();
   const auto orig = logical_all(m.params);

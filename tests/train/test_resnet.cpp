@@ -124,7 +124,7 @@ TEST_CASE("resnet_channels: the dense design, its names, parameter count and MAC
   CHECK(contains(error_of([] { const std::array<std::size_t, 2> two{1, 1}; train::resnet_channels(1, two); }), "three"));
 }
 
-TEST_CASE("resnet cfg: read back from shapes, dense and pruned; bad cfgs and shapes refused") {
+TEST_CASE("resnet cfg: read back from shapes, dense and pruned, bad cfgs and shapes refused") {
   const std::array<std::size_t, 3> blocks{2, 2, 1};
   train::resnet_cfg cfg = train::resnet_channels(0.25, blocks);
   {
@@ -250,7 +250,7 @@ std::vector<spruce::named_tensor<double>> as_list(const std::map<std::string, sp
 
 }  // namespace
 
-TEST_CASE("removing channels whose BN output is exactly zero leaves every logit unchanged; a live one is caught") {
+TEST_CASE("removing channels whose BN output is exactly zero leaves every logit unchanged, a live one is caught") {
   const std::array<std::size_t, 3> blocks{2, 1, 1};
   const train::resnet_cfg cfg = train::resnet_channels(0.5, blocks);  // stem 8, planes 8 / 16 / 32
   train::basic_resnet<double> src(cfg, 4);
