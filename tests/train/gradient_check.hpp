@@ -16,6 +16,19 @@
 
 namespace test_support {
 
+/// d(loss)/dx by the central difference (loss(x + h) - loss(x - h)) / 2h, with `x` put back:
+/// the one numeric derivative of the layer and whole-network gradient checks.
+template <class Loss>
+double central_difference(double& x, const Loss& loss, double h = 1e-6) {
+  const double keep = x;
+  x = keep + h;
+  const double up = loss();
+  x = keep - h;
+  const double down = loss();
+  x = keep;
+  return (up - down) / (2 * h);
+}
+
 /// Checks `model`'s gradients of softmax cross-entropy on `images` (n x c x h x w, NCHW)
 /// and `labels` against central differences: about `samples` elements of each parameter
 /// tensor (every element of a smaller one), each tensor within 1e-5 relative and the whole
@@ -45,13 +58,7 @@ void check_gradients_by_central_differences(Model& model, const std::vector<doub
     double tdiff = 0, tnorm = 0;
     const std::size_t stride = std::max<std::size_t>(1, params[t].view.size() / samples);
     for (std::size_t i = 0; i < params[t].view.size(); i += stride) {
-      const double keep = p[i];
-      p[i] = keep + step;
-      const double up = loss();
-      p[i] = keep - step;
-      const double down = loss();
-      p[i] = keep;
-      const double numeric = (up - down) / (2 * step);
+      const double numeric = central_difference(p[i], loss, step);
       tdiff += (numeric - g[i]) * (numeric - g[i]);
       tnorm += numeric * numeric + g[i] * g[i];
     }

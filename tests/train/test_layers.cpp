@@ -13,6 +13,7 @@
 
 #include <spruce/core/error.hpp>
 
+#include "gradient_check.hpp"
 #include "train/layers.hpp"
 #include "train/tensor.hpp"
 
@@ -57,13 +58,7 @@ double gradient_error(std::span<double> values, std::span<const double> analytic
   REQUIRE(values.size() == analytic.size());
   double diff = 0, norm = 0;
   for (std::size_t i = 0; i < values.size(); ++i) {
-    const double keep = values[i];
-    values[i] = keep + h;
-    const double up = loss();
-    values[i] = keep - h;
-    const double down = loss();
-    values[i] = keep;
-    const double numeric = (up - down) / (2 * h);
+    const double numeric = test_support::central_difference(values[i], loss, h);
     diff += (numeric - analytic[i]) * (numeric - analytic[i]);
     norm += numeric * numeric + analytic[i] * analytic[i];
   }
