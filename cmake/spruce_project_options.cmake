@@ -11,8 +11,9 @@ if(SPRUCE_SANITIZE)
   target_link_options(spruce_project_options INTERFACE -fsanitize=address,undefined)
 endif()
 
-# The sanitizer pass (scripts/test.sh) compiles at -O0, which builds in about a third of
-# -O1's time, and gives the few targets whose tests run real workloads (the training
+# The sanitizer pass (scripts/test.sh) compiles at -O0, which took about 30% less CPU time
+# than -O1 over the whole build (1144 s against 1624 s; one unit alone, test_n_m.cpp, 21 s
+# against 57 s), and gives the few targets whose tests run real workloads (the training
 # library and the lab, large selections, the sparse products, the CUDA bodies on the host)
 # these extra flags instead (-O1 there), so that they do not run many times slower.
 set(SPRUCE_SANITIZE_HOT_FLAGS "" CACHE STRING

@@ -1,4 +1,5 @@
-// The opt-in I/O layer: CSV fields and numbers, the atomic fsync-and-rename write.
+// The opt-in I/O layer: CSV fields and numbers, the atomic fsync-and-rename write, and the
+// streaming atomic_writer in both of its buffering modes.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "spruce/io/atomic_file.hpp"
+#include "spruce/io/atomic_writer.hpp"
 #include "spruce/io/csv.hpp"
 
 namespace fs = std::filesystem;
@@ -94,4 +96,67 @@ TEST_CASE("write_file_atomically replaces the file whole and fails cleanly") {
   CHECK_THROWS_AS(spruce::io::write_file_atomically(taken, "x"), spruce::error);
   CHECK(dir.entries() == std::vector<std::string>{"out.txt", "taken"});
   CHECK(read(file) == "kept\n");
+}
+
+TEST_CASE("atomic_writer: direct and page-cache writes give the same bytes for any length and any split") {
+  using spruce::io::atomic_writer;
+  temp_dir dir;
+  constexpr std::size_t block = atomic_writer::staging_bytes;
+  std::mt19937_64 rng(7);
+  // Lengths around the O_DIRECT alignment and the staging buffers' size (the last block is
+  // padded and the file cut back; a stream that ends exactly on a block has nothing to pad).
+  const std::size_t lengths[] = {0, 1, 4095, 4096, 4097, block - 1, block, block + 1, 2 * block, 3 * block + 12345};
+  for (const std::size_t n : lengths) {
+    std::string bytes(n, '\0');
+    for (auto& c : bytes) c = static_cast<char>(rng());
+    if (n > 0) bytes[n - 1] = '\0';  // a zero last byte: the cut must keep it, not only the nonzero ones
+    for (const auto mode : {atomic_writer::buffering::page_cache, atomic_writer::buffering::direct}) {
+      CAPTURE(n);
+      CAPTURE(static_cast<int>(mode));
+      const fs::path file = dir.path / "out.bin";
+      atomic_writer w(file, "the test file", 0, mode);
+      if (mode == atomic_writer::buffering::page_cache) CHECK_FALSE(w.direct());
+      // Pieces of random length, from 1 byte to 3 MiB, so writes straddle both buffers.
+      for (std::size_t at = 0; at < n;) {
+        const std::size_t piece = std::min<std::size_t>(n - at, 1 + rng() % (std::size_t{3} << 20));
+        w.write(std::string_view(bytes).substr(at, piece));
+        at += piece;
+      }
+      CHECK(w.written() == n);
+      w.commit();
+      CHECK(read(file) == bytes);
+      CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
+    }
+  }
+  // automatic: direct from the size hint on, page cache below it.
+  {
+    atomic_writer small(dir.path / "small.bin", "the test file", atomic_writer::direct_min_bytes - 1);
+    CHECK_FALSE(small.direct());
+  }
+  CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
+}
+
+TEST_CASE("atomic_writer: a direct writer destroyed or moved mid-stream leaves the old file and no temporary") {
+  using spruce::io::atomic_writer;
+  temp_dir dir;
+  const fs::path file = dir.path / "model.bin";
+  spruce::io::write_file_atomically(file, "old\n");
+  const std::string big(2 * atomic_writer::staging_bytes + 100, 'x');  // one block in flight at the end
+  {
+    atomic_writer w(file, "the model", big.size(), atomic_writer::buffering::direct);
+    w.write(big);
+    CHECK(dir.entries().size() == 2);  // the temporary exists while it is written
+  }  // destroyed without commit
+  CHECK(dir.entries() == std::vector<std::string>{"model.bin"});
+  CHECK(read(file) == "old\n");
+
+  atomic_writer a(file, "the model", big.size(), atomic_writer::buffering::direct);
+  a.write(std::string_view(big).substr(0, atomic_writer::staging_bytes + 7));
+  atomic_writer b(std::move(a));
+  CHECK_THROWS_AS(a.write(std::string_view("x")), spruce::error);  // the moved-from writer refuses
+  b.write(std::string_view(big).substr(atomic_writer::staging_bytes + 7));
+  b.commit();
+  CHECK(read(file) == big);
+  CHECK_THROWS_AS(b.write(std::string_view("x")), spruce::error);  // after commit
+  CHECK(dir.entries() == std::vector<std::string>{"model.bin"});
 }

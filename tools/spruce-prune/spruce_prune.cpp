@@ -903,8 +903,10 @@ class output {
          const std::map<std::string, std::string>& metadata)
       : st_(std::make_unique<spruce::io::safetensors_writer>(path, specs, metadata, "the pruned checkpoint")) {}
   output(const fs::path& path, const spruce::io::npy_array& like)
-      : npy_(std::make_unique<spruce::io::atomic_writer>(path, "the pruned .npy file")), like_(&like) {
-    npy_->write(spruce::io::npy_header(like.dtype, like.shape, like.fortran_order, like.big_endian));
+      : like_(&like) {
+    const std::string head = spruce::io::npy_header(like.dtype, like.shape, like.fortran_order, like.big_endian);
+    npy_ = std::make_unique<spruce::io::atomic_writer>(path, "the pruned .npy file", head.size() + like.data.size());
+    npy_->write(head);
     if (like.swapped() || (like.fortran_order && like.shape.size() > 1)) staged_.reserve(like.data.size());
     else like_ = nullptr;  // streams
   }

@@ -61,6 +61,24 @@ inline int write_all(int fd, std::string_view content) {
   }
   return 0;
 }
+
+/// Writes all `size` bytes at `data` to `fd` at offset `at` (pwrite: the file position is
+/// not used), retrying short writes and EINTR. Returns 0 or the errno of the failure.
+inline int pwrite_all(int fd, const void* data, std::size_t size, off_t at) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ::ssize_t n = ::pwrite(fd, p, size, at);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return EIO;
+    p += n;
+    size -= static_cast<std::size_t>(n);
+    at += static_cast<off_t>(n);
+  }
+  return 0;
+}
 #endif
 
 /// Writes the concatenation of `parts` to a new file `tmp` and flushes it to the device.

@@ -1,8 +1,13 @@
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <future>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,30 +32,76 @@ namespace spruce::io {
 /// nothing behind. Several writers committed one after another give each file the same
 /// guarantee (a sharded checkpoint's shards and index). Errors throw spruce::error naming
 /// `what` and `path`, with the system's reason and a fix.
+///
+/// How the bytes travel (`buffering`): through the page cache (`page_cache`: write(), with
+/// the device writeback started every 32 MiB), or straight from an 8 MiB aligned staging
+/// buffers to the device (`direct`: O_DIRECT, where the file system takes it; one block is
+/// written on its own thread while the caller fills the other, so the device stays busy while
+/// the caller computes). A large file
+/// that has to reach the device before its rename anyway gains from `direct`: no page-cache
+/// page is allocated and filled per 4 KiB (on a virtual machine that kernel copy into fresh
+/// pages alone took 0.4-2.3 s per GB, where the device writes a GB in about 0.8 s), and the
+/// final fsync finds nothing left to write; the file is not left in the page cache, so the
+/// first read of it afterwards comes from the device. `automatic` (the default) picks
+/// `direct` when the caller's `size_hint` is at least `direct_min_bytes` (64 MiB). A file
+/// system that refuses O_DIRECT, at the open or at the first write, gets `page_cache`
+/// writes of the same staged blocks: the bytes of the file are the same in every mode.
 class atomic_writer {
  public:
-  explicit atomic_writer(const std::filesystem::path& path, std::string_view what = "the file")
+  enum class buffering { automatic, page_cache, direct };
+  static constexpr std::size_t direct_min_bytes = std::size_t{64} << 20;
+  static constexpr std::size_t staging_bytes = std::size_t{8} << 20;  // each of two; a multiple of direct_align
+  static constexpr std::size_t direct_align = 4096;  // offset, length and address alignment of O_DIRECT writes
+
+  explicit atomic_writer(const std::filesystem::path& path, std::string_view what = "the file",
+                         std::size_t size_hint = 0, buffering mode = buffering::automatic)
       : path_(path), tmp_(detail::temporary_sibling(path)), what_(what) {
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (mode == buffering::automatic) mode = size_hint >= direct_min_bytes ? buffering::direct : buffering::page_cache;
+    int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+#if defined(O_DIRECT)
+    if (mode == buffering::direct) {
+      for (auto& b : stage_) {
+        b.reset(static_cast<std::byte*>(std::aligned_alloc(direct_align, staging_bytes)));
+        if (!b) throw error("atomic_writer for '" + path_.string() + "': cannot allocate its 2 x 8 MiB staging buffers");
+      }
+      fd_ = ::open(tmp_.c_str(), flags | O_DIRECT, 0666);
+      direct_ = fd_ >= 0;
+      if (fd_ < 0 && errno != EINVAL) fail(std::generic_category().message(errno));  // EINVAL: no O_DIRECT here
+    }
+#endif
+    if (fd_ < 0) fd_ = ::open(tmp_.c_str(), flags, 0666);
     if (fd_ < 0) fail(std::generic_category().message(errno));
   }
   atomic_writer(const atomic_writer&) = delete;
   atomic_writer& operator=(const atomic_writer&) = delete;
   atomic_writer(atomic_writer&& o) noexcept
       : path_(std::move(o.path_)), tmp_(std::move(o.tmp_)), what_(std::move(o.what_)),
-        fd_(std::exchange(o.fd_, -1)), written_(o.written_), flushed_(o.flushed_) {}
+        fd_(std::exchange(o.fd_, -1)), written_(o.written_), flushed_(o.flushed_),
+        stage_{std::move(o.stage_[0]), std::move(o.stage_[1])}, cur_(o.cur_), staged_(o.staged_),
+        stage_at_(o.stage_at_), direct_(o.direct_), inflight_(std::move(o.inflight_)) {}
   atomic_writer& operator=(atomic_writer&&) = delete;
   ~atomic_writer() { abandon(); }
 
   /// Appends `bytes` to the temporary file.
   void write(std::string_view bytes) {
     if (fd_ < 0) throw error("atomic_writer for '" + path_.string() + "': write after commit or failure");
-    if (const int e = detail::write_all(fd_, bytes); e != 0) {
-      abandon();
-      fail(std::generic_category().message(e));
+    if (!stage_[0]) {
+      if (const int e = detail::write_all(fd_, bytes); e != 0) {
+        abandon();
+        fail(std::generic_category().message(e));
+      }
+      written_ += bytes.size();
+      start_writeback();
+      return;
     }
-    written_ += bytes.size();
-    start_writeback();
+    while (!bytes.empty()) {
+      const std::size_t n = std::min(bytes.size(), staging_bytes - staged_);
+      std::memcpy(stage_[cur_].get() + staged_, bytes.data(), n);
+      staged_ += n;
+      written_ += n;
+      bytes.remove_prefix(n);
+      if (staged_ == staging_bytes) write_stage();
+    }
   }
   void write(std::span<const std::byte> bytes) {
     write(std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
@@ -59,10 +110,25 @@ class atomic_writer {
   /// Bytes written so far.
   std::size_t written() const noexcept { return written_; }
   const std::filesystem::path& path() const noexcept { return path_; }
+  /// Whether the bytes go to the device with O_DIRECT (false: through the page cache).
+  bool direct() const noexcept { return direct_; }
 
   /// Flushes the temporary to the device and renames it over `path`.
   void commit() {
     if (fd_ < 0) throw error("atomic_writer for '" + path_.string() + "': commit after commit or failure");
+    if (stage_[0]) {
+      // The last block, padded with zeros to the alignment, then the file cut to its length.
+      const std::size_t padded = (staged_ + direct_align - 1) / direct_align * direct_align;
+      std::memset(stage_[cur_].get() + staged_, 0, padded - staged_);
+      staged_ = padded;
+      if (staged_ > 0) write_stage();
+      wait_for_block();
+      if (padded != 0 && ::ftruncate(fd_, static_cast<off_t>(written_)) != 0) {
+        const int e = errno;
+        abandon();
+        fail(std::generic_category().message(e));
+      }
+    }
     if (::fsync(fd_) != 0) {
       const int e = errno;
       abandon();
@@ -84,9 +150,54 @@ class atomic_writer {
   }
 
  private:
+  struct free_deleter {
+    void operator()(std::byte* p) const noexcept { std::free(p); }
+  };
+
   [[noreturn]] void fail(const std::string& why) const {
     throw error("cannot write " + what_ + " to '" + path_.string() + "' (" + why +
                 "); pass a path in an existing, writable directory");
+  }
+  struct block_result {
+    int error = 0;           // errno of the failed write, or 0
+    bool fell_back = false;  // O_DIRECT was refused and turned off for the descriptor
+  };
+  // Writes `size` bytes (a multiple of direct_align) at offset `at`. A file system that takes
+  // O_DIRECT at the open but refuses the write (EINVAL: an alignment it does not support)
+  // gets the same block through the page cache, and every later one.
+  static block_result write_block(int fd, const std::byte* data, std::size_t size, std::size_t at, bool direct) {
+    block_result r{detail::pwrite_all(fd, data, size, static_cast<off_t>(at)), false};
+#if defined(O_DIRECT)
+    if (r.error == EINVAL && direct) {
+      const int fl = ::fcntl(fd, F_GETFL);
+      if (fl >= 0 && ::fcntl(fd, F_SETFL, fl & ~O_DIRECT) == 0) {
+        r.fell_back = true;
+        r.error = detail::pwrite_all(fd, data, size, static_cast<off_t>(at));
+      }
+    }
+#else
+    (void)direct;
+#endif
+    return r;
+  }
+  // Waits for the block in flight; its failure fails the writer (nothing is left behind).
+  void wait_for_block() {
+    if (!inflight_.valid()) return;
+    const block_result r = inflight_.get();
+    if (r.fell_back) direct_ = false;
+    if (r.error != 0) {
+      abandon();
+      fail(std::generic_category().message(r.error));
+    }
+  }
+  // Hands the staged block (staged_ bytes) to its own thread, after the previous block's
+  // write has finished, and goes on filling the other buffer.
+  void write_stage() {
+    wait_for_block();
+    inflight_ = std::async(std::launch::async, write_block, fd_, stage_[cur_].get(), staged_, stage_at_, direct_);
+    stage_at_ += staged_;
+    staged_ = 0;
+    cur_ ^= 1;
   }
   // Every 32 MiB, asks the kernel to start writing what came since the last time back to
   // the device (Linux's sync_file_range, asynchronous: it neither waits nor makes anything
@@ -106,6 +217,7 @@ class atomic_writer {
     std::filesystem::remove(tmp_, ignored);
   }
   void abandon() noexcept {
+    if (inflight_.valid()) inflight_.wait();  // the block's thread uses fd_ and a buffer
     if (fd_ < 0) return;
     ::close(std::exchange(fd_, -1));
     remove_tmp();
@@ -115,7 +227,13 @@ class atomic_writer {
   std::string what_;
   int fd_ = -1;
   std::size_t written_ = 0;
-  std::size_t flushed_ = 0;  // bytes whose writeback has been started
+  std::size_t flushed_ = 0;  // page_cache: bytes whose writeback has been started
+  std::unique_ptr<std::byte, free_deleter> stage_[2];  // direct (also after a fallback): the staging buffers
+  int cur_ = 0;                                        // the one being filled
+  std::size_t staged_ = 0;                             // its bytes
+  std::size_t stage_at_ = 0;                           // its offset in the file
+  bool direct_ = false;                                // O_DIRECT is on for fd_
+  std::future<block_result> inflight_;                 // the other buffer's write
 };
 
 }  // namespace spruce::io

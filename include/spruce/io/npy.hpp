@@ -348,7 +348,7 @@ inline void write_npy(const std::filesystem::path& path, dtype d, std::span<cons
                 std::string(dtype_name(d)) + " is " + std::to_string(bytes) + " bytes but " +
                 std::to_string(data.size()) + " were given");
   const std::string head = npy_header(d, shape, fortran_order, big_endian);
-  atomic_writer out(path, "the .npy file");
+  atomic_writer out(path, "the .npy file", head.size() + data.size());
   out.write(head);
   out.write(data);
   out.commit();

@@ -367,8 +367,9 @@ class safetensors_writer {
  public:
   safetensors_writer(const std::filesystem::path& path, std::span<const safetensors_spec> specs,
                      const std::map<std::string, std::string>& metadata = {}, std::string_view what = "the checkpoint")
-      : head_(safetensors_header_bytes(specs, metadata)), out_(path, what) {  // validated before any file exists
-    for (const auto& s : specs) expected_ += s.bytes();
+      : head_(safetensors_header_bytes(specs, metadata)),  // validated before any file exists
+        expected_(data_bytes(specs)),
+        out_(path, what, head_.size() + expected_) {  // a large file goes to the device directly
     out_.write(head_);
     header_bytes_ = head_.size();
     head_.clear();
@@ -388,9 +389,15 @@ class safetensors_writer {
   }
 
  private:
+  static std::uint64_t data_bytes(std::span<const safetensors_spec> specs) noexcept {
+    std::uint64_t n = 0;
+    for (const auto& s : specs) n += s.bytes();
+    return n;
+  }
+
   std::string head_;
-  atomic_writer out_;
   std::uint64_t expected_ = 0;
+  atomic_writer out_;
   std::size_t header_bytes_ = 0;
 };
 
