@@ -3,6 +3,8 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -105,10 +107,16 @@ TEST_CASE("atomic_writer: direct and page-cache writes give the same bytes for a
   std::mt19937_64 rng(7);
   // Lengths around the O_DIRECT alignment and the staging buffers' size (the last block is
   // padded and the file cut back; a stream that ends exactly on a block has nothing to pad).
-  const std::size_t lengths[] = {0, 1, 4095, 4096, 4097, block - 1, block, block + 1, 2 * block, 3 * block + 12345};
+  // The last length goes round the ring of staging buffers once more (each buffer reused).
+  constexpr std::size_t ring = atomic_writer::staging_count * block;
+  const std::size_t lengths[] = {0, 1, 4095, 4096, 4097, block - 1, block, block + 1, 2 * block, 3 * block + 12345,
+                                 ring + block + 777};
   for (const std::size_t n : lengths) {
     std::string bytes(n, '\0');
-    for (auto& c : bytes) c = static_cast<char>(rng());
+    for (std::size_t i = 0; i < n; i += 8) {
+      const std::uint64_t r = rng();
+      std::memcpy(bytes.data() + i, &r, std::min<std::size_t>(8, n - i));
+    }
     if (n > 0) bytes[n - 1] = '\0';  // a zero last byte: the cut must keep it, not only the nonzero ones
     for (const auto mode : {atomic_writer::buffering::page_cache, atomic_writer::buffering::direct}) {
       CAPTURE(n);
@@ -141,7 +149,7 @@ TEST_CASE("atomic_writer: a direct writer destroyed or moved mid-stream leaves t
   temp_dir dir;
   const fs::path file = dir.path / "model.bin";
   spruce::io::write_file_atomically(file, "old\n");
-  const std::string big(2 * atomic_writer::staging_bytes + 100, 'x');  // one block in flight at the end
+  const std::string big(2 * atomic_writer::staging_bytes + 100, 'x');  // two blocks in flight at the end
   {
     atomic_writer w(file, "the model", big.size(), atomic_writer::buffering::direct);
     w.write(big);

@@ -924,6 +924,9 @@ class output {
     if (st_) st_->commit();
     else npy_->commit();
   }
+  // True when write() only copies into the writer's staging buffers (O_DIRECT: the device
+  // writes run on the writer's own threads), so a caller need not write on a thread of its own.
+  bool direct() const noexcept { return st_ ? st_->direct() : (!like_ && npy_->direct()); }
 
  private:
   std::unique_ptr<spruce::io::safetensors_writer> st_;
@@ -943,7 +946,7 @@ struct masked_counts {
 template <class U, class Keep>
 masked_counts mask_range(const std::byte* src, std::size_t b, std::size_t e, U* __restrict o, const Keep keep) {
   constexpr U magnitude = static_cast<U>(~(U{1} << (sizeof(U) * 8 - 1)));  // all bits but the sign
-  // 32-bit counters (a range is at most one 4 MiB chunk): twice the lanes of size_t ones.
+  // 32-bit counters (a range is at most one chunk of write_kept_as): twice the lanes of size_t ones.
   std::uint32_t zeros = 0, nonzero = 0, kept = 0;
   for (std::size_t i = b; i < e; ++i) {
     U v;
@@ -959,15 +962,17 @@ masked_counts mask_range(const std::byte* src, std::size_t b, std::size_t e, U* 
 }
 
 // Streams the bytes of a tensor with the pruned elements zeroed to `out` (or nowhere, for
-// --dry-run) in 4 MiB chunks, so no second copy of the tensor exists; kept elements are
+// --dry-run) in 1 MiB chunks, so no second copy of the tensor exists; kept elements are
 // copied bit for bit. Each chunk is filled on every core (the helper pool) by
 // `fill(b, e, o)`, which writes elements [b, e) to o (a mask_range) and returns its counts.
-// Two buffers: while one chunk's write (a copy into the page cache, kernel time on one
-// core) runs on its own thread, the next chunk is filled; writes stay in order, one at a
-// time, and a failed write's error is rethrown here.
+// A direct output (O_DIRECT, a file of 64 MiB or more) takes each chunk into its staging
+// buffers at once and writes them to the device on its own threads. Otherwise two buffers:
+// while one chunk's write (a copy into the page cache, kernel time on one core) runs on its
+// own thread, the next chunk is filled; writes stay in order, one at a time, and a failed
+// write's error is rethrown here.
 template <class U, class Fill>
 masked_counts write_kept_as(output* out, std::size_t n, const Fill& fill) {
-  constexpr std::size_t chunk = (std::size_t{4} << 20) / sizeof(U);  // 4 MiB of output
+  constexpr std::size_t chunk = (std::size_t{1} << 20) / sizeof(U);  // 1 MiB of output
   std::vector<U> bufs[2];
   std::vector<masked_counts> part(static_cast<std::size_t>(spruce::max_threads()));
   std::future<void> writing;  // the previous chunk's write, from the other buffer
@@ -984,7 +989,8 @@ masked_counts write_kept_as(output* out, std::size_t n, const Fill& fill) {
     if (writing.valid()) writing.get();
     if (out) {
       const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(buf.data()), (e - b) * sizeof(U));
-      writing = std::async(std::launch::async, [out, bytes] { out->write(bytes); });
+      if (out->direct()) out->write(bytes);
+      else writing = std::async(std::launch::async, [out, bytes] { out->write(bytes); });
     }
   }
   if (writing.valid()) writing.get();

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstddef>
 #include <cstdlib>
@@ -34,10 +35,11 @@ namespace spruce::io {
 /// `what` and `path`, with the system's reason and a fix.
 ///
 /// How the bytes travel (`buffering`): through the page cache (`page_cache`: write(), with
-/// the device writeback started every 32 MiB), or straight from an 8 MiB aligned staging
-/// buffers to the device (`direct`: O_DIRECT, where the file system takes it; one block is
-/// written on its own thread while the caller fills the other, so the device stays busy while
-/// the caller computes). A large file
+/// the device writeback started every 32 MiB), or straight from nine aligned 4 MiB staging
+/// buffers to the device (`direct`: O_DIRECT, where the file system takes it; each full
+/// block is written on its own thread while the caller fills the next, and up to eight may
+/// be in flight, so the device stays busy through a pause of the caller's of up to 32 MiB
+/// of device time: spruce-prune's selection pass over the next tensor). A large file
 /// that has to reach the device before its rename anyway gains from `direct`: no page-cache
 /// page is allocated and filled per 4 KiB (on a virtual machine that kernel copy into fresh
 /// pages alone took 0.4-2.3 s per GB, where the device writes a GB in about 0.8 s), and the
@@ -50,7 +52,8 @@ class atomic_writer {
  public:
   enum class buffering { automatic, page_cache, direct };
   static constexpr std::size_t direct_min_bytes = std::size_t{64} << 20;
-  static constexpr std::size_t staging_bytes = std::size_t{8} << 20;  // each of two; a multiple of direct_align
+  static constexpr std::size_t staging_bytes = std::size_t{4} << 20;  // a multiple of direct_align
+  static constexpr std::size_t staging_count = 9;                     // buffers of staging_bytes
   static constexpr std::size_t direct_align = 4096;  // offset, length and address alignment of O_DIRECT writes
 
   explicit atomic_writer(const std::filesystem::path& path, std::string_view what = "the file",
@@ -62,7 +65,8 @@ class atomic_writer {
     if (mode == buffering::direct) {
       for (auto& b : stage_) {
         b.reset(static_cast<std::byte*>(std::aligned_alloc(direct_align, staging_bytes)));
-        if (!b) throw error("atomic_writer for '" + path_.string() + "': cannot allocate its 2 x 8 MiB staging buffers");
+        if (!b) throw error("atomic_writer for '" + path_.string() + "': cannot allocate its staging buffers (" +
+                            std::to_string(staging_count * (staging_bytes >> 20)) + " MiB)");
       }
       fd_ = ::open(tmp_.c_str(), flags | O_DIRECT, 0666);
       direct_ = fd_ >= 0;
@@ -77,7 +81,7 @@ class atomic_writer {
   atomic_writer(atomic_writer&& o) noexcept
       : path_(std::move(o.path_)), tmp_(std::move(o.tmp_)), what_(std::move(o.what_)),
         fd_(std::exchange(o.fd_, -1)), written_(o.written_), flushed_(o.flushed_),
-        stage_{std::move(o.stage_[0]), std::move(o.stage_[1])}, cur_(o.cur_), staged_(o.staged_),
+        stage_(std::move(o.stage_)), cur_(o.cur_), staged_(o.staged_),
         stage_at_(o.stage_at_), direct_(o.direct_), inflight_(std::move(o.inflight_)) {}
   atomic_writer& operator=(atomic_writer&&) = delete;
   ~atomic_writer() { abandon(); }
@@ -122,7 +126,7 @@ class atomic_writer {
       std::memset(stage_[cur_].get() + staged_, 0, padded - staged_);
       staged_ = padded;
       if (staged_ > 0) write_stage();
-      wait_for_block();
+      for (std::size_t b = 0; b < staging_count; ++b) wait_for_block(b);
       if (padded != 0 && ::ftruncate(fd_, static_cast<off_t>(written_)) != 0) {
         const int e = errno;
         abandon();
@@ -180,24 +184,25 @@ class atomic_writer {
 #endif
     return r;
   }
-  // Waits for the block in flight; its failure fails the writer (nothing is left behind).
-  void wait_for_block() {
-    if (!inflight_.valid()) return;
-    const block_result r = inflight_.get();
+  // Waits for buffer b's write, if one is in flight; its failure fails the writer (nothing
+  // is left behind).
+  void wait_for_block(std::size_t b) {
+    if (!inflight_[b].valid()) return;
+    const block_result r = inflight_[b].get();
     if (r.fell_back) direct_ = false;
     if (r.error != 0) {
       abandon();
       fail(std::generic_category().message(r.error));
     }
   }
-  // Hands the staged block (staged_ bytes) to its own thread, after the previous block's
-  // write has finished, and goes on filling the other buffer.
+  // Hands the staged block (staged_ bytes) to its own thread and moves on to the next
+  // buffer, once that buffer's own earlier write has finished.
   void write_stage() {
-    wait_for_block();
-    inflight_ = std::async(std::launch::async, write_block, fd_, stage_[cur_].get(), staged_, stage_at_, direct_);
+    inflight_[cur_] = std::async(std::launch::async, write_block, fd_, stage_[cur_].get(), staged_, stage_at_, direct_);
     stage_at_ += staged_;
     staged_ = 0;
-    cur_ ^= 1;
+    cur_ = (cur_ + 1) % staging_count;
+    wait_for_block(cur_);
   }
   // Every 32 MiB, asks the kernel to start writing what came since the last time back to
   // the device (Linux's sync_file_range, asynchronous: it neither waits nor makes anything
@@ -217,7 +222,8 @@ class atomic_writer {
     std::filesystem::remove(tmp_, ignored);
   }
   void abandon() noexcept {
-    if (inflight_.valid()) inflight_.wait();  // the block's thread uses fd_ and a buffer
+    for (auto& f : inflight_)
+      if (f.valid()) f.wait();  // the block's thread uses fd_ and a buffer
     if (fd_ < 0) return;
     ::close(std::exchange(fd_, -1));
     remove_tmp();
@@ -228,12 +234,12 @@ class atomic_writer {
   int fd_ = -1;
   std::size_t written_ = 0;
   std::size_t flushed_ = 0;  // page_cache: bytes whose writeback has been started
-  std::unique_ptr<std::byte, free_deleter> stage_[2];  // direct (also after a fallback): the staging buffers
-  int cur_ = 0;                                        // the one being filled
+  std::array<std::unique_ptr<std::byte, free_deleter>, staging_count> stage_;  // direct (also after a fallback)
+  std::size_t cur_ = 0;                                // the buffer being filled
   std::size_t staged_ = 0;                             // its bytes
   std::size_t stage_at_ = 0;                           // its offset in the file
   bool direct_ = false;                                // O_DIRECT is on for fd_
-  std::future<block_result> inflight_;                 // the other buffer's write
+  std::array<std::future<block_result>, staging_count> inflight_;  // each buffer's write in flight
 };
 
 }  // namespace spruce::io

@@ -378,6 +378,8 @@ class safetensors_writer {
 
   void write(std::span<const std::byte> bytes) { out_.write(bytes); }
   void write(std::string_view bytes) { out_.write(bytes); }
+  /// Whether the bytes go to the device with O_DIRECT (atomic_writer::direct()).
+  bool direct() const noexcept { return out_.direct(); }
 
   void commit() {
     const std::uint64_t got = out_.written() - header_bytes_;

@@ -136,8 +136,10 @@ struct candidate {
   Key key;
 };
 
+/// One chunk's results. Chunks next to each other in the array run on different threads at
+/// the same time: a cache line each, so that their writes do not contend.
 template <class Key>
-struct chunk_state {
+struct alignas(64) chunk_state {
   std::size_t lt = 0, gt = 0, bad = 0;
   bool overflow = false;
   std::unique_ptr<candidate<Key>[]> cand;  // uninitialised storage, `used` entries valid
@@ -288,8 +290,11 @@ key_info<typename O::key_type> select_lowest(std::span<const segment<Src>> segs,
           static_cast<std::size_t>(cap_total * static_cast<double>(e - b) / static_cast<double>(n)) + 1024,
           e - b);
       if (collect) s.cand.reset(new candidate<Key>[cap + blk]);
+      candidate<Key>* const cand = s.cand.get();
       alignas(64) std::uint8_t flags[blk] = {};
       bracket_counts tot{};
+      std::size_t used = 0;  // in registers until the end: s shares no line, but is memory
+      bool overflow = false;
       for (std::size_t i0 = b; i0 < e; i0 += blk) {
         const std::size_t i1 = std::min(e, i0 + blk);
         if (i1 - i0 < blk) std::fill(flags, flags + blk, std::uint8_t{0});
@@ -298,11 +303,13 @@ key_info<typename O::key_type> select_lowest(std::span<const segment<Src>> segs,
         tot.lt += bc.lt;
         tot.gt += bc.gt;
         tot.bad += bc.bad;
-        if (bc.lt + bc.gt == i1 - i0 || !collect || s.overflow) continue;
+        if (bc.lt + bc.gt == i1 - i0 || !collect || overflow) continue;
         // used <= cap here, so the cap + blk buffer has room for a whole block.
-        s.used += collect_flagged<Key>(src, si, i0, blk, flags, s.cand.get() + s.used);
-        s.overflow = s.used > cap;
+        used += collect_flagged<Key>(src, si, i0, blk, flags, cand + used);
+        overflow = used > cap;
       }
+      s.used = used;
+      s.overflow = overflow;
       s.lt = tot.lt;
       s.gt = tot.gt;
       s.bad = tot.bad;
@@ -328,29 +335,31 @@ key_info<typename O::key_type> select_lowest(std::span<const segment<Src>> segs,
     return info;
   }
   if (hit && !overflow) {
-    std::vector<candidate<Key>> cand;
-    cand.reserve(inside);
+    // The candidates stay in their chunks' arrays, which in st's order are in index order:
+    // no merged copy (the bracket of a coarse dtype, BF16 say, holds millions of them).
+    std::vector<Key> keys;
+    keys.reserve(inside);
     for (auto& s : st) {
-      cand.insert(cand.end(), s.cand.get(), s.cand.get() + s.used);
-      s.cand.reset();
+      for (std::size_t i = 0; i < s.used; ++i) keys.push_back(s.cand[i].key);
+      if (!write) s.cand.reset();
     }
-    std::vector<Key> keys(cand.size());
-    for (std::size_t i = 0; i < cand.size(); ++i) keys[i] = cand[i].key;
     const segment<array_reader<Key>> ks{0, keys.size(), {keys.data()}};
     const auto sub = radix_select<Key>(std::span<const segment<array_reader<Key>>>(&ks, 1), rank - lt);
     const key_info<Key> info{sub.key, lt + sub.less, sub.equal};
     if (write) {
       const Key t = info.key;
       std::size_t need = count - info.less;  // equal keys still to select, in order
-      for (const auto& c : cand) {
-        std::uint8_t& m = segs[c.seg].mask[c.index];
-        if (c.key == t && ties == tie_break::lower_index) {
-          m = need == 0;
-          if (need) --need;
-        } else {
-          m = c.key > t;
+      for (const auto& s : st)
+        for (std::size_t i = 0; i < s.used; ++i) {
+          const candidate<Key>& c = s.cand[i];
+          std::uint8_t& m = segs[c.seg].mask[c.index];
+          if (c.key == t && ties == tie_break::lower_index) {
+            m = need == 0;
+            if (need) --need;
+          } else {
+            m = c.key > t;
+          }
         }
-      }
     }
     return info;
   }
