@@ -57,6 +57,7 @@ struct config {
   std::size_t gradual_epochs = 4;
   std::size_t resnet_epochs = 0, resnet_tune_epochs = 0;  // slimming-resnet; 0: the stage's defaults
   std::vector<double> resnet_percents;                    // slimming-resnet; empty: 0.5 and 0.9
+  bool resnet_freeze_streams = false;                     // slimming-resnet: --resnet-streams freeze
   double lr = 0.01;
   std::size_t train_images = 0, test_images = 0, held_out = 1000;
   int latency_repeats = 20;
@@ -91,6 +92,8 @@ void usage(std::FILE* to) {
                "  --resnet-epochs N   slimming-resnet: sparsity-training epochs (2; its own lr 0.05)\n"
                "  --resnet-tune-epochs N  slimming-resnet: fine-tuning epochs of each pruned network (8)\n"
                "  --resnet-percents L slimming-resnet: fractions of the prunable channels to cut (0.5,0.9)\n"
+               "  --resnet-streams S  slimming-resnet: prune (default: the residual streams are groups\n"
+               "                      like any other) or freeze (only the stem and the inner channels)\n"
                "  --lr X              fine-tuning peak learning rate, cosine to 0 (0.01)\n"
                "  --long              the longer, better run: 3x every epoch count\n"
                "  --train-images N    first N training images (default all 60000)\n"
@@ -166,6 +169,10 @@ config parse(int argc, char** argv) {
         if (!(v > 0 && v < 1)) throw usage_error("--resnet-percents takes fractions in (0, 1), e.g. 0.5,0.9");
         c.resnet_percents.push_back(v);
       }
+    } else if (flag == "--resnet-streams") {
+      const std::string v = value();
+      if (v != "prune" && v != "freeze") throw usage_error("--resnet-streams takes prune or freeze, not '" + v + "'");
+      c.resnet_freeze_streams = v == "freeze";
     } else if (flag == "--resnet-tune-epochs") {
       c.resnet_tune_epochs = parse_count(flag, value());
       if (c.resnet_tune_epochs == 0) throw usage_error("--resnet-tune-epochs must be at least 1");
@@ -855,6 +862,7 @@ void stage_slimming_resnet(run_state& r) {
   if (r.cfg.resnet_epochs) o.epochs = r.cfg.resnet_epochs;
   if (r.cfg.resnet_tune_epochs) o.tune_epochs = r.cfg.resnet_tune_epochs;
   if (!r.cfg.resnet_percents.empty()) o.percents = r.cfg.resnet_percents;
+  o.freeze_streams = r.cfg.resnet_freeze_streams;
   o.log_every = r.cfg.log_every;
   o.latency_repeats = r.cfg.latency_repeats;
   auto res = lab::run_slimming_resnet(o, r.d, r.out);

@@ -183,6 +183,9 @@ TEST_CASE("bad input is refused before any work") {
   SUBCASE("bad option") {
     CHECK(run_lab("--epochs x").code == 2);
     CHECK(run_lab("--frobnicate").code == 2);
+    const auto r = run_lab("--resnet-streams keep");
+    CHECK(r.code == 2);
+    CHECK(r.output.find("prune or freeze") != std::string::npos);
   }
   CHECK((!fs::exists(out) || fs::is_empty(out)));  // nothing was written
   fs::remove_all(out);

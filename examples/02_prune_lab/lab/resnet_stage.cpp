@@ -83,7 +83,7 @@ std::vector<float> logits(train::resnet& m, const train::dataset& d) { return al
 
 }  // namespace
 
-st::graph<float> resnet_graph(train::resnet& m, std::size_t h, std::size_t w) {
+st::graph<float> resnet_graph(train::resnet& m, std::size_t h, std::size_t w, bool freeze_streams) {
   std::map<std::string, spruce::tensor_ref<float>> t;
   for (auto& x : tensors_of(m)) t.emplace(x.name, x.view);
   const auto at = [&](const std::string& name) { return t.at(name); };
@@ -121,6 +121,7 @@ st::graph<float> resnet_graph(train::resnet& m, std::size_t h, std::size_t w) {
         shortcut = p + "downsample.1";
       }
       g.add(p + "add", {p + "bn3", shortcut});
+      if (freeze_streams) g.freeze(p + "add");
       g.pass(p + "relu", p + "add");
       x = p + "relu";
     }
@@ -195,7 +196,7 @@ resnet_stage_result run_slimming_resnet(const resnet_stage_options& o, const dat
 
   // ---- sparsity training ---------------------------------------------------------------
   train::resnet sparse = dense;
-  st::graph<float> sg = resnet_graph(sparse, h, w);
+  st::graph<float> sg = resnet_graph(sparse, h, w, o.freeze_streams);
   const std::vector<float> gamma_dense = abs_gammas(sg);
   {
     auto params = sparse.parameters();
@@ -250,13 +251,13 @@ resnet_stage_result run_slimming_resnet(const resnet_stage_options& o, const dat
     const auto sel = sg.slimming_plan(percent, limits, st::score_combine::mean);
     const train::resnet_cfg small_cfg = resnet_cfg_from_plan(sg.cfg(sel.plan), sparse.cfg());
     train::resnet small(small_cfg);
-    st::graph<float> small_graph = resnet_graph(small, h, w);
+    st::graph<float> small_graph = resnet_graph(small, h, w, o.freeze_streams);
     sg.copy_kept(sel.plan, small_graph);
 
     // Forward equivalence: the trained network with every removed channel's BN scale and
     // shift zeroed (its BN output is exactly 0) must give the small network's logits.
     train::resnet masked = sparse;
-    st::graph<float> mg = resnet_graph(masked, h, w);
+    st::graph<float> mg = resnet_graph(masked, h, w, o.freeze_streams);
     std::size_t removed = 0;
     for (std::size_t gi = 0; gi < mg.groups().size(); ++gi) {
       std::vector<bool> keep(mg.groups()[gi].channels, false);
@@ -289,7 +290,7 @@ resnet_stage_result run_slimming_resnet(const resnet_stage_options& o, const dat
 
     resnet_stage_row r;
     r.stage = stage + " " + fmt("%.0f%%", 100 * percent);
-    r.variant = "lambda " + fmt("%g", o.lambda) + " global gamma";
+    r.variant = "lambda " + fmt("%g", o.lambda) + " global gamma" + (o.freeze_streams ? ", streams frozen" : "");
     r.acc_before = before;
     r.acc_after = after;
     r.stats = stats_of_resnet(small, h, w);

@@ -21,8 +21,12 @@ namespace lab {
 /// PyTorch module names, so group members are the checkpoint's tensor names): stem conv,
 /// BN, ReLU and pool, each block's three convs with their BNs and ReLUs, the projection,
 /// the addition and its ReLU, the global pool and the classifier. The views point into
-/// `m`, which must outlive the graph; the input is in_channels x h x w.
-spruce::structural::graph<float> resnet_graph(train::resnet& m, std::size_t h, std::size_t w);
+/// `m`, which must outlive the graph; the input is in_channels x h x w. With
+/// `freeze_streams`, each stage's residual stream (the channels the additions join: bn3, the
+/// projection and their readers) is frozen, so only the stem and the bottlenecks' inner
+/// channels may go, as the slimming paper prunes ResNets.
+spruce::structural::graph<float> resnet_graph(train::resnet& m, std::size_t h, std::size_t w,
+                                              bool freeze_streams = false);
 
 /// The smaller network's cfg from the graph's kept-channel list (graph::cfg(plan)): the
 /// stem, each block's conv1 / conv2 and each stage's output keep kept.size() channels.
@@ -45,6 +49,7 @@ struct resnet_stage_options {
   std::size_t min_keep = 16;     // channels every group keeps at least (2 stripped the residual streams)
   double layer_keep = 0.25;      // and this fraction of each group (sparsity_limits::max = 1 - it)
   std::vector<double> percents{0.5, 0.9};
+  bool freeze_streams = false;   // keep every residual stream whole (resnet_graph)
   std::size_t log_every = 100;
   int latency_repeats = 20;
 };
