@@ -30,3 +30,18 @@ find_program(SPRUCE_CCACHE ccache)
 if(SPRUCE_CCACHE AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
   set(CMAKE_CXX_COMPILER_LAUNCHER ${SPRUCE_CCACHE})
 endif()
+
+# spruce_host_cpu_supports(<var> <flags> <feature>...): sets the cached <var> to whether this
+# machine's CPU has every feature (names as __builtin_cpu_supports spells them: avx2, fma,
+# avx512f, ...), by running a program built with <flags>. The project's programs that are
+# built where they run (the training library, spruce-prune) default their instruction-set
+# options to it.
+function(spruce_host_cpu_supports var flags)
+  include(CheckCXXSourceRuns)
+  set(test "")
+  foreach(feature IN LISTS ARGN)
+    string(APPEND test " && __builtin_cpu_supports(\"${feature}\")")
+  endforeach()
+  set(CMAKE_REQUIRED_FLAGS "${flags}")
+  check_cxx_source_runs("int main() { __builtin_cpu_init(); return (1${test}) ? 0 : 1; }" ${var})
+endfunction()

@@ -66,7 +66,8 @@ class atomic_writer {
       for (auto& b : stage_) {
         b.reset(static_cast<std::byte*>(std::aligned_alloc(direct_align, staging_bytes)));
         if (!b) throw error("atomic_writer for '" + path_.string() + "': cannot allocate its staging buffers (" +
-                            std::to_string(staging_count * (staging_bytes >> 20)) + " MiB)");
+                            std::to_string(staging_count * (staging_bytes >> 20)) +
+                            " MiB); free memory, or construct it with buffering::page_cache");
       }
       fd_ = ::open(tmp_.c_str(), flags | O_DIRECT, 0666);
       direct_ = fd_ >= 0;

@@ -293,7 +293,7 @@ key_info<typename O::key_type> select_lowest(std::span<const segment<Src>> segs,
       candidate<Key>* const cand = s.cand.get();
       alignas(64) std::uint8_t flags[blk] = {};
       bracket_counts tot{};
-      std::size_t used = 0;  // in registers until the end: s shares no line, but is memory
+      std::size_t used = 0;  // locals until the end: the candidate stores could alias s's fields
       bool overflow = false;
       for (std::size_t i0 = b; i0 < e; i0 += blk) {
         const std::size_t i1 = std::min(e, i0 + blk);
