@@ -442,6 +442,35 @@ TEST_CASE("spruce-prune: N:M over a tensor larger than one 4 MiB block of rows i
   }
 }
 
+TEST_CASE("spruce-prune: a checkpoint of 64 MiB or more (O_DIRECT, filled in place) is the library's masks, unaligned tensors included") {
+  // An output this large goes through atomic_writer's direct mode, where a pruned tensor is
+  // written straight into the staging blocks (17 of them here) when its offset is aligned
+  // for its dtype, and copied through a buffer when it is not (after the odd-length BOOL
+  // and U8 tensors: a.weight at offset 3, c.weight at 4 mod 8).
+  scratch_dir dir;
+  std::mt19937 rng(11);
+  const std::vector<stored> model = {{{"flags", dtype::boolean, {3}}, {std::byte{0}, std::byte{1}, std::byte{1}}},
+                                     {{"a.weight", dtype::bf16, {513, 1000}}, random_tensor(dtype::bf16, 513 * 1000, rng)},
+                                     {{"pad", dtype::u8, {1}}, random_tensor(dtype::u8, 1, rng)},
+                                     {{"b.weight", dtype::f32, {4200, 4100}}, random_tensor(dtype::f32, 4200 * 4100, rng, true)},
+                                     {{"c.weight", dtype::f64, {7, 13}}, random_tensor(dtype::f64, 7 * 13, rng)}};
+  write_model(dir / "in.safetensors", model, meta);
+  REQUIRE(fs::file_size(dir / "in.safetensors") >= io::atomic_writer::direct_min_bytes);
+  REQUIRE(run_cli("prune '" + (dir / "in.safetensors").string() + "' -o '" + (dir / "out.safetensors").string() +
+                      "' --include '*.weight' --sparsity 0.5 --rule exact -q",
+                  dir / "log") == 0);
+  const io::safetensors_file out(dir / "out.safetensors");
+  for (const auto& t : model) {
+    CAPTURE(t.spec.name);
+    if (t.spec.name.ends_with(".weight")) {
+      check_applied(t, out, reference_mask(granularity::element{}, criterion::l1{}, selection::exact{}, t, 0.5));
+    } else {
+      const auto b = out.bytes(out.at(t.spec.name));
+      CHECK(std::equal(b.begin(), b.end(), t.data.begin(), t.data.end()));
+    }
+  }
+}
+
 TEST_CASE("spruce-prune: element pruning of large BF16 / F16 tensors (read in place) is the library's float mask") {
   // Past the selection's bracket threshold and the 4 MiB write chunk, with heavy ties (the
   // exact rule's tie cut lands inside a chunk), +-0, infinities and subnormals.

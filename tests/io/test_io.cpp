@@ -10,6 +10,7 @@
 #include <iterator>
 #include <limits>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -118,16 +119,28 @@ TEST_CASE("atomic_writer: direct and page-cache writes give the same bytes for a
       std::memcpy(bytes.data() + i, &r, std::min<std::size_t>(8, n - i));
     }
     if (n > 0) bytes[n - 1] = '\0';  // a zero last byte: the cut must keep it, not only the nonzero ones
-    for (const auto mode : {atomic_writer::buffering::page_cache, atomic_writer::buffering::direct}) {
+    // Page cache, direct, and direct with every other piece filled in place
+    // (staging_space() + advance()).
+    for (const int variant : {0, 1, 2}) {
+      const auto mode = variant == 0 ? atomic_writer::buffering::page_cache : atomic_writer::buffering::direct;
       CAPTURE(n);
-      CAPTURE(static_cast<int>(mode));
+      CAPTURE(variant);
       const fs::path file = dir.path / "out.bin";
       atomic_writer w(file, "the test file", 0, mode);
-      if (mode == atomic_writer::buffering::page_cache) CHECK_FALSE(w.direct());
-      // Pieces of random length, from 1 byte to 3 MiB, so writes straddle both buffers.
-      for (std::size_t at = 0; at < n;) {
-        const std::size_t piece = std::min<std::size_t>(n - at, 1 + rng() % (std::size_t{3} << 20));
-        w.write(std::string_view(bytes).substr(at, piece));
+      if (mode == atomic_writer::buffering::page_cache) CHECK((!w.direct() && w.staging_space().empty()));
+      // Pieces of random length, from 1 byte to 3 MiB, so writes straddle the staging blocks.
+      for (std::size_t at = 0, k = 0; at < n; ++k) {
+        std::size_t piece = std::min<std::size_t>(n - at, 1 + rng() % (std::size_t{3} << 20));
+        if (variant == 2 && k % 2 == 1) {
+          const std::span<std::byte> space = w.staging_space();
+          REQUIRE_FALSE(space.empty());
+          REQUIRE(space.size() <= block);
+          piece = std::min(piece, space.size());
+          std::memcpy(space.data(), bytes.data() + at, piece);
+          w.advance(piece);
+        } else {
+          w.write(std::string_view(bytes).substr(at, piece));
+        }
         at += piece;
       }
       CHECK(w.written() == n);
@@ -142,6 +155,30 @@ TEST_CASE("atomic_writer: direct and page-cache writes give the same bytes for a
     CHECK_FALSE(small.direct());
   }
   CHECK(dir.entries() == std::vector<std::string>{"out.bin"});
+}
+
+TEST_CASE("atomic_writer: advance() past the staging space, or on a writer that does not stage, throws and writes nothing") {
+  using spruce::io::atomic_writer;
+  temp_dir dir;
+  const fs::path file = dir.path / "out.bin";
+  atomic_writer p(file, "the test file", 0, atomic_writer::buffering::page_cache);
+  CHECK(p.staging_space().empty());
+  CHECK_THROWS_AS(p.advance(1), spruce::error);
+  CHECK(p.written() == 0);
+
+  atomic_writer w(dir.path / "direct.bin", "the test file", 0, atomic_writer::buffering::direct);
+  w.write(std::string_view("abc"));
+  const std::span<std::byte> space = w.staging_space();
+  CHECK(space.size() == atomic_writer::staging_bytes - 3);
+  CHECK_THROWS_WITH_AS(w.advance(space.size() + 1), doctest::Contains("past its staging_space()"), spruce::error);
+  CHECK(w.written() == 3);
+  std::memcpy(space.data(), "de", 2);
+  w.advance(2);
+  CHECK(w.staging_space().size() == atomic_writer::staging_bytes - 5);
+  w.commit();
+  CHECK(read(dir.path / "direct.bin") == "abcde");
+  CHECK(w.staging_space().empty());
+  CHECK_THROWS_AS(w.advance(0), spruce::error);
 }
 
 TEST_CASE("atomic_writer: a direct writer destroyed or moved mid-stream leaves the old file and no temporary") {

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -927,6 +929,16 @@ class output {
   // True when write() only copies into the writer's staging buffers (O_DIRECT: the device
   // writes run on the writer's own threads), so a caller need not write on a thread of its own.
   bool direct() const noexcept { return st_ ? st_->direct() : (!like_ && npy_->direct()); }
+  // Zero-copy appends into the writer's staging block (atomic_writer::staging_space());
+  // empty when the writer does not stage or the tensor is gathered for a re-layout.
+  std::span<std::byte> staging_space() noexcept {
+    if (st_) return st_->staging_space();
+    return like_ ? std::span<std::byte>{} : npy_->staging_space();
+  }
+  void advance(std::size_t n) {
+    if (st_) st_->advance(n);
+    else npy_->advance(n);
+  }
 
  private:
   std::unique_ptr<spruce::io::safetensors_writer> st_;
@@ -962,30 +974,44 @@ masked_counts mask_range(const std::byte* src, std::size_t b, std::size_t e, U* 
 }
 
 // Streams the bytes of a tensor with the pruned elements zeroed to `out` (or nowhere, for
-// --dry-run) in 1 MiB chunks, so no second copy of the tensor exists; kept elements are
-// copied bit for bit. Each chunk is filled on every core (the helper pool) by
-// `fill(b, e, o)`, which writes elements [b, e) to o (a mask_range) and returns its counts.
-// A direct output (O_DIRECT, a file of 64 MiB or more) takes each chunk into its staging
-// buffers at once and writes them to the device on its own threads. Otherwise two buffers:
-// while one chunk's write (a copy into the page cache, kernel time on one core) runs on its
-// own thread, the next chunk is filled; writes stay in order, one at a time, and a failed
-// write's error is rethrown here.
+// --dry-run), so no second copy of the tensor exists; kept elements are copied bit for bit.
+// Each piece is filled on every core (the helper pool) by `fill(b, e, o)`, which writes
+// elements [b, e) to o (a mask_range) and returns its counts. A direct output (O_DIRECT, a
+// file of 64 MiB or more) is filled in place, up to a 4 MiB staging block at a time
+// (output::staging_space), and writes its blocks to the device on its own threads. Any
+// other output gets 1 MiB chunks from two buffers: while one chunk's write (a copy into the
+// page cache, kernel time on one core) runs on its own thread, the next chunk is filled;
+// writes stay in order, one at a time, and a failed write's error is rethrown here.
 template <class U, class Fill>
 masked_counts write_kept_as(output* out, std::size_t n, const Fill& fill) {
+  std::vector<masked_counts> part(static_cast<std::size_t>(spruce::max_threads()));
+  masked_counts c;
+  auto fill_into = [&](std::size_t b, std::size_t e, U* o) {
+    std::fill(part.begin(), part.end(), masked_counts{});
+    spruce::parallel_chunks(e - b, [&](std::size_t j, std::size_t, std::size_t jb, std::size_t je) {
+      part[j] = fill(b + jb, b + je, o + jb);
+    });
+    for (const auto& q : part) c.zeros_before += q.zeros_before, c.nonzero_after += q.nonzero_after, c.kept += q.kept;
+  };
+  std::size_t b = 0;
+  // In place while the staging block is aligned for U: the block is 4 KiB-aligned and a
+  // multiple of sizeof(U) long, so an aligned free rest holds at least one whole element.
+  // (A tensor after one of odd length, say a BOOL buffer, starts unaligned: the copies.)
+  for (std::span<std::byte> space; out && b < n && !(space = out->staging_space()).empty() &&
+                                   reinterpret_cast<std::uintptr_t>(space.data()) % alignof(U) == 0;) {
+    const std::size_t e = std::min(n, b + space.size() / sizeof(U));
+    fill_into(b, e, reinterpret_cast<U*>(space.data()));
+    out->advance((e - b) * sizeof(U));
+    b = e;
+  }
   constexpr std::size_t chunk = (std::size_t{1} << 20) / sizeof(U);  // 1 MiB of output
   std::vector<U> bufs[2];
-  std::vector<masked_counts> part(static_cast<std::size_t>(spruce::max_threads()));
   std::future<void> writing;  // the previous chunk's write, from the other buffer
-  masked_counts c;
-  for (std::size_t b = 0, k = 0; b < n; b += chunk, ++k) {
+  for (std::size_t k = 0; b < n; b += chunk, ++k) {
     const std::size_t e = std::min(n, b + chunk);
     std::vector<U>& buf = bufs[k % 2];
     buf.resize(e - b);
-    std::fill(part.begin(), part.end(), masked_counts{});
-    spruce::parallel_chunks(e - b, [&](std::size_t j, std::size_t, std::size_t jb, std::size_t je) {
-      part[j] = fill(b + jb, b + je, buf.data() + jb);
-    });
-    for (const auto& q : part) c.zeros_before += q.zeros_before, c.nonzero_after += q.nonzero_after, c.kept += q.kept;
+    fill_into(b, e, buf.data());
     if (writing.valid()) writing.get();
     if (out) {
       const std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(buf.data()), (e - b) * sizeof(U));

@@ -380,6 +380,9 @@ class safetensors_writer {
   void write(std::string_view bytes) { out_.write(bytes); }
   /// Whether the bytes go to the device with O_DIRECT (atomic_writer::direct()).
   bool direct() const noexcept { return out_.direct(); }
+  /// Zero-copy appends of data bytes (atomic_writer::staging_space() and advance()).
+  std::span<std::byte> staging_space() noexcept { return out_.staging_space(); }
+  void advance(std::size_t n) { out_.advance(n); }
 
   void commit() {
     const std::uint64_t got = out_.written() - header_bytes_;
