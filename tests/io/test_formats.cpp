@@ -440,6 +440,16 @@ TEST_CASE("spruce-prune: N:M over a tensor larger than one 4 MiB block of rows i
     check_applied(t, out, n_m_mask(tensor_ref<const float>(v.data(), std::span<const std::size_t>(t.spec.shape)),
                                    granularity::n_m_pattern{2, 4, false}));
   }
+  // verify reads the pattern back (its nonzero mask is filled on every core); the dense
+  // input fails it, and so does a tensor whose first half follows 2:4 and second does not
+  // (a chunk of the nonzero mask read from the wrong place would pass it).
+  CHECK(run_cli("verify '" + (dir / "out.safetensors").string() + "' --include '*' --pattern 2:4", dir / "log") == 0);
+  CHECK(run_cli("verify '" + (dir / "in.safetensors").string() + "' --include '*' --pattern 2:4", dir / "log") != 0);
+  stored half = model[0];
+  const auto pruned = out.bytes(out.at("big.weight"));
+  std::copy(pruned.begin(), pruned.begin() + static_cast<std::ptrdiff_t>(pruned.size() / 2), half.data.begin());
+  write_model(dir / "half.safetensors", {half}, meta);
+  CHECK(run_cli("verify '" + (dir / "half.safetensors").string() + "' --include '*' --pattern 2:4", dir / "log") != 0);
 }
 
 TEST_CASE("spruce-prune: a checkpoint of 64 MiB or more (O_DIRECT, filled in place) is the library's masks, unaligned tensors included") {

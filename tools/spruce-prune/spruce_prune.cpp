@@ -958,7 +958,7 @@ struct masked_counts {
 template <class U, class Keep>
 masked_counts mask_range(const std::byte* src, std::size_t b, std::size_t e, U* __restrict o, const Keep keep) {
   constexpr U magnitude = static_cast<U>(~(U{1} << (sizeof(U) * 8 - 1)));  // all bits but the sign
-  // 32-bit counters (a range is at most one chunk of write_kept_as): twice the lanes of size_t ones.
+  // 32-bit counters (a range is at most one piece of write_kept_as, 4 MiB): twice the lanes of size_t ones.
   std::uint32_t zeros = 0, nonzero = 0, kept = 0;
   for (std::size_t i = b; i < e; ++i) {
     U v;
@@ -1386,12 +1386,15 @@ int cmd_prune(const options& o) {
   return rc;
 }
 
-// The N:M patterns inspect looks for, in order.
+// The first N:M pattern (1:4, 2:4, 4:8, or only `only`) that the tensor's nonzeros follow
+// along its input axis, or "-"; the nonzero mask is filled on every core.
 std::string fitting_pattern(const input_file& f, const safetensors_entry& e, std::optional<gran_opt> only) {
   if (!spruce::io::is_prunable(e.dtype) || e.shape.size() < 2 || e.elements() == 0) return "-";
   const auto b = f.bytes(e);
   spruce::byte_buffer nz(e.elements());
-  for (std::size_t i = 0; i < nz.size(); ++i) nz[i] = spruce::io::load_element<double>(e.dtype, b.data(), i) != 0.0;
+  spruce::parallel_chunks(nz.size(), [&](std::size_t, std::size_t, std::size_t lo, std::size_t hi) {
+    for (std::size_t i = lo; i < hi; ++i) nz[i] = spruce::io::load_element<double>(e.dtype, b.data(), i) != 0.0;
+  });
   const spruce::mask m = spruce::mask::adopt(std::span<const std::size_t>(e.shape), std::move(nz));
   std::vector<std::pair<std::size_t, std::size_t>> pats = {{1, 4}, {2, 4}, {4, 8}};
   if (only) pats = {{only->a, only->b}};
