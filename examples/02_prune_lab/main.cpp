@@ -58,6 +58,9 @@ struct config {
   std::size_t resnet_epochs = 0, resnet_tune_epochs = 0;  // slimming-resnet; 0: the stage's defaults
   std::vector<double> resnet_percents;                    // slimming-resnet; empty: 0.5 and 0.9
   bool resnet_freeze_streams = false;                     // slimming-resnet: --resnet-streams freeze
+  double resnet_lr = 0, resnet_tune_lr = 0, resnet_lambda = -1;  // slimming-resnet; 0 / -1: the stage's
+  std::size_t resnet_min_keep = 0;                        // slimming-resnet --resnet-floor; 0: the stage's
+  double resnet_layer_keep = -1;
   double lr = 0.01;
   std::size_t train_images = 0, test_images = 0, held_out = 1000;
   int latency_repeats = 20;
@@ -94,6 +97,11 @@ void usage(std::FILE* to) {
                "  --resnet-percents L slimming-resnet: fractions of the prunable channels to cut (0.5,0.9)\n"
                "  --resnet-streams S  slimming-resnet: prune (default: the residual streams are groups\n"
                "                      like any other) or freeze (only the stem and the inner channels)\n"
+               "  --resnet-lr X       slimming-resnet: sparsity-training peak learning rate (0.05)\n"
+               "  --resnet-tune-lr X  slimming-resnet: fine-tuning peak learning rate (0.05)\n"
+               "  --resnet-lambda X   slimming-resnet: the L1 subgradient's weight on BN scales (1e-4)\n"
+               "  --resnet-floor N,F  slimming-resnet: every group keeps at least N channels and the\n"
+               "                      fraction F of its width (16,0.25)\n"
                "  --lr X              fine-tuning peak learning rate, cosine to 0 (0.01)\n"
                "  --long              the longer, better run: 3x every epoch count\n"
                "  --train-images N    first N training images (default all 60000)\n"
@@ -173,6 +181,21 @@ config parse(int argc, char** argv) {
       const std::string v = value();
       if (v != "prune" && v != "freeze") throw usage_error("--resnet-streams takes prune or freeze, not '" + v + "'");
       c.resnet_freeze_streams = v == "freeze";
+    } else if (flag == "--resnet-lr" || flag == "--resnet-tune-lr") {
+      const double v = parse_number(flag, value());
+      if (!(v > 0)) throw usage_error(std::string(flag) + " must be > 0");
+      (flag == "--resnet-lr" ? c.resnet_lr : c.resnet_tune_lr) = v;
+    } else if (flag == "--resnet-lambda") {
+      c.resnet_lambda = parse_number(flag, value());
+      if (!(c.resnet_lambda >= 0)) throw usage_error("--resnet-lambda must be >= 0 (1e-4 is the lab's)");
+    } else if (flag == "--resnet-floor") {
+      const std::string v = value();
+      const auto comma = v.find(',');
+      if (comma == std::string::npos) throw usage_error("--resnet-floor takes N,F (channels, fraction), e.g. 16,0.25");
+      c.resnet_min_keep = parse_count(flag, v.substr(0, comma));
+      c.resnet_layer_keep = parse_number(flag, v.substr(comma + 1));
+      if (c.resnet_min_keep == 0 || !(c.resnet_layer_keep >= 0 && c.resnet_layer_keep < 1))
+        throw usage_error("--resnet-floor takes N >= 1 channels and a fraction F in [0, 1), e.g. 16,0.25");
     } else if (flag == "--resnet-tune-epochs") {
       c.resnet_tune_epochs = parse_count(flag, value());
       if (c.resnet_tune_epochs == 0) throw usage_error("--resnet-tune-epochs must be at least 1");
@@ -863,6 +886,11 @@ void stage_slimming_resnet(run_state& r) {
   if (r.cfg.resnet_tune_epochs) o.tune_epochs = r.cfg.resnet_tune_epochs;
   if (!r.cfg.resnet_percents.empty()) o.percents = r.cfg.resnet_percents;
   o.freeze_streams = r.cfg.resnet_freeze_streams;
+  if (r.cfg.resnet_lr > 0) o.lr = r.cfg.resnet_lr;
+  if (r.cfg.resnet_tune_lr > 0) o.tune_lr = r.cfg.resnet_tune_lr;
+  if (r.cfg.resnet_lambda >= 0) o.lambda = r.cfg.resnet_lambda;
+  if (r.cfg.resnet_min_keep) o.min_keep = r.cfg.resnet_min_keep;
+  if (r.cfg.resnet_layer_keep >= 0) o.layer_keep = r.cfg.resnet_layer_keep;
   o.log_every = r.cfg.log_every;
   o.latency_repeats = r.cfg.latency_repeats;
   auto res = lab::run_slimming_resnet(o, r.d, r.out);

@@ -186,6 +186,13 @@ TEST_CASE("bad input is refused before any work") {
     const auto r = run_lab("--resnet-streams keep");
     CHECK(r.code == 2);
     CHECK(r.output.find("prune or freeze") != std::string::npos);
+    for (const char* bad : {"--resnet-floor 16", "--resnet-floor 0,0.25", "--resnet-floor 16,1", "--resnet-lambda -1",
+                            "--resnet-lr 0", "--resnet-tune-lr -0.1"}) {
+      CAPTURE(bad);
+      const auto b = run_lab(bad);
+      CHECK(b.code == 2);
+      CHECK(b.output.find(std::string(bad).substr(0, std::string(bad).find(' '))) != std::string::npos);
+    }
   }
   CHECK((!fs::exists(out) || fs::is_empty(out)));  // nothing was written
   fs::remove_all(out);
@@ -226,6 +233,8 @@ int check_run(const fs::path& dir) {
   if (summary.find("identical accuracy") == std::string::npos || summary.find("ACCURACY DIFFERS") != std::string::npos ||
       summary.find("ABOVE") != std::string::npos)
     fail("sparse inference did not agree with the dense forward");
+  for (const char* given : {"lambda 0.0002", "per-group minimum 8 channels and 30%", "cosine from lr 0.04", "cosine from lr 0.03"})
+    if (summary.find(given) == std::string::npos) fail(std::string("summary.md lacks '") + given + "' (a --resnet-* flag not applied)");
   std::size_t checkpoints = 0;
   for (const auto& e : fs::directory_iterator(dir)) {
     if (e.path().extension() != ".safetensors") continue;
@@ -262,7 +271,9 @@ int main(int argc, char** argv) {
   if (argc == 3 && std::string(argv[1]) == "--smoke-run") {
     const fs::path dir = argv[2];
     fs::remove_all(dir);
-    const result r = run_lab("--smoke --out '" + dir.string() + "'");
+    // slimming-resnet's knobs away from their defaults, so check_run sees them arrive.
+    const result r = run_lab("--smoke --resnet-lambda 2e-4 --resnet-floor 8,0.3 --resnet-lr 0.04 --resnet-tune-lr 0.03 --out '" +
+                             dir.string() + "'");
     std::fputs(r.output.c_str(), stdout);
     if (r.code == 77) return 77;
     if (r.code != 0) {
