@@ -311,6 +311,11 @@ std::string ms(double x) { return std::isfinite(x) ? fmt("%.3f", x) : std::strin
 std::string speed(double dense, double x) { return std::isfinite(x) && std::isfinite(dense) ? fmt("%.2fx", dense / x) : "-"; }
 double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
 
+// The committed dense ResNet that slimming-resnet starts from.
+fs::path resnet_checkpoint() {
+  return fs::path(SPRUCE_SOURCE_DIR) / "examples" / "checkpoints" / "resnet_fmnist_w15_b111.safetensors";
+}
+
 void write_results(run_state& r) {
   std::string csv = csv_header;
   for (const auto& w : r.rows) {
@@ -340,7 +345,8 @@ void write_results(run_state& r) {
   for (const auto& n : r.notes) notes += "- " + n + "\n";
   for (const auto& w : r.rows)
     if (!w.note.empty()) notes += "- " + w.stage + (w.variant.empty() ? "" : " (" + w.variant + ")") + ": " + w.note + "\n";
-  const std::string summary = "# Pruning lab results\n\nDense checkpoint: `" + r.ck.path.string() + "`; " +
+  const std::string resnet = r.cfg.stages.count("slimming-resnet") ? "; slimming-resnet's: `" + resnet_checkpoint().string() + "`" : "";
+  const std::string summary = "# Pruning lab results\n\nDense checkpoint of the VGG stages: `" + r.ck.path.string() + "`" + resnet + "; " +
                               std::to_string(r.d.train.n) + " training and " + std::to_string(r.d.test.n) +
                               " test images.\n\n" + md + "\n" + notes;
   write_text(r.out / "summary.md", summary);
@@ -877,7 +883,7 @@ void stage_sparse(run_state& r) {
 // dense checkpoint; its rows, plot and notes join the table.
 void stage_slimming_resnet(run_state& r) {
   lab::resnet_stage_options o;
-  o.checkpoint = fs::path(SPRUCE_SOURCE_DIR) / "examples" / "checkpoints" / "resnet_fmnist_w15_b111.safetensors";
+  o.checkpoint = resnet_checkpoint();
   o.data_dir = r.cfg.data;
   // The stage's own epoch counts and learning rates (lab/resnet_stage.hpp) unless given; the
   // smoke run shortens them.
