@@ -118,7 +118,8 @@ class atomic_writer {
   /// over with advance(n), which is write() of those n bytes without the copy (spruce-prune
   /// writes each pruned tensor's bytes this way, a GB of memcpy less per GB). Empty for a
   /// page-cache writer, whose write() copies straight into the kernel anyway, and after
-  /// commit() or a failure: call write() then.
+  /// commit() or a failure: call write() then. A span is valid until the next advance() or
+  /// write(), which may hand its block to the device.
   std::span<std::byte> staging_space() noexcept {
     if (fd_ < 0 || !stage_[0]) return {};
     return {stage_[cur_].get() + staged_, staging_bytes - staged_};
