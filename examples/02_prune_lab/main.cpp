@@ -55,12 +55,8 @@ struct config {
   double slim_layer_keep = 0.25;     // slimming's per-layer minimum, a fraction of each layer
   std::size_t channel_epochs = 4;    // fine-tuning epochs of the channel-pruned (half-MACs) network
   std::size_t gradual_epochs = 4;
-  std::size_t resnet_epochs = 0, resnet_tune_epochs = 0;  // slimming-resnet; 0: the stage's defaults
-  std::vector<double> resnet_percents;                    // slimming-resnet; empty: 0.5 and 0.9
-  bool resnet_freeze_streams = false;                     // slimming-resnet: --resnet-streams freeze
-  double resnet_lr = 0, resnet_tune_lr = 0, resnet_lambda = -1;  // slimming-resnet; 0 / -1: the stage's
-  std::size_t resnet_min_keep = 0;                        // slimming-resnet --resnet-floor; 0: the stage's
-  double resnet_layer_keep = -1;
+  lab::resnet_stage_options resnet;  // slimming-resnet: its own defaults, and the --resnet-* flags
+  std::size_t resnet_epochs = 0, resnet_tune_epochs = 0;  // given epoch counts; 0: the stage's (--smoke: 1)
   double lr = 0.01;
   std::size_t train_images = 0, test_images = 0, held_out = 1000;
   int latency_repeats = 20;
@@ -174,29 +170,33 @@ config parse(int argc, char** argv) {
       c.resnet_epochs = parse_count(flag, value());
       if (c.resnet_epochs == 0) throw usage_error("--resnet-epochs must be at least 1");
     } else if (flag == "--resnet-percents") {
+      std::vector<double> percents;
       for (float v : split_floats(value())) {
         if (!(v > 0 && v < 1)) throw usage_error("--resnet-percents takes fractions in (0, 1), e.g. 0.5,0.9");
-        c.resnet_percents.push_back(v);
+        percents.push_back(v);
       }
+      c.resnet.percents = percents;
     } else if (flag == "--resnet-streams") {
       const std::string v = value();
       if (v != "prune" && v != "freeze") throw usage_error("--resnet-streams takes prune or freeze, not '" + v + "'");
-      c.resnet_freeze_streams = v == "freeze";
+      c.resnet.freeze_streams = v == "freeze";
     } else if (flag == "--resnet-lr" || flag == "--resnet-tune-lr") {
       const double v = parse_number(flag, value());
       if (!(v > 0)) throw usage_error(std::string(flag) + " must be > 0");
-      (flag == "--resnet-lr" ? c.resnet_lr : c.resnet_tune_lr) = v;
+      (flag == "--resnet-lr" ? c.resnet.lr : c.resnet.tune_lr) = v;
     } else if (flag == "--resnet-lambda") {
-      c.resnet_lambda = parse_number(flag, value());
-      if (!(c.resnet_lambda >= 0)) throw usage_error("--resnet-lambda must be >= 0 (1e-4 is the lab's)");
+      c.resnet.lambda = parse_number(flag, value());
+      if (!(c.resnet.lambda >= 0)) throw usage_error("--resnet-lambda must be >= 0 (1e-4 is the lab's)");
     } else if (flag == "--resnet-floor") {
       const std::string v = value();
       const auto comma = v.find(',');
-      if (comma == std::string::npos) throw usage_error("--resnet-floor takes N,F (channels, fraction), e.g. 16,0.25");
-      c.resnet_min_keep = parse_count(flag, v.substr(0, comma));
-      c.resnet_layer_keep = parse_number(flag, v.substr(comma + 1));
-      if (c.resnet_min_keep == 0 || !(c.resnet_layer_keep >= 0 && c.resnet_layer_keep < 1))
-        throw usage_error("--resnet-floor takes N >= 1 channels and a fraction F in [0, 1), e.g. 16,0.25");
+      if (comma == std::string::npos) throw usage_error("--resnet-floor takes N,F (channels, fraction), e.g. 16,0.4");
+      const std::size_t n = parse_count(flag, v.substr(0, comma));
+      const double f = parse_number(flag, v.substr(comma + 1));
+      if (n == 0 || !(f >= 0 && f < 1))
+        throw usage_error("--resnet-floor takes N >= 1 channels and a fraction F in [0, 1), e.g. 16,0.4");
+      c.resnet.min_keep = n;
+      c.resnet.layer_keep = f;
     } else if (flag == "--resnet-tune-epochs") {
       c.resnet_tune_epochs = parse_count(flag, value());
       if (c.resnet_tune_epochs == 0) throw usage_error("--resnet-tune-epochs must be at least 1");
@@ -884,21 +884,14 @@ void stage_sparse(run_state& r) {
 // Network slimming on the bottleneck ResNet (lab/resnet_stage.cpp), from its own committed
 // dense checkpoint; its rows, plot and notes join the table.
 void stage_slimming_resnet(run_state& r) {
-  lab::resnet_stage_options o;
+  // The stage's own recipe (lab/resnet_stage.hpp) with the --resnet-* flags applied; the
+  // smoke run shortens the epoch counts that were not given.
+  lab::resnet_stage_options o = r.cfg.resnet;
   o.checkpoint = resnet_checkpoint();
   o.data_dir = r.cfg.data;
-  // The stage's own epoch counts and learning rates (lab/resnet_stage.hpp) unless given; the
-  // smoke run shortens them.
   if (r.cfg.smoke) o.epochs = o.tune_epochs = 1;
   if (r.cfg.resnet_epochs) o.epochs = r.cfg.resnet_epochs;
   if (r.cfg.resnet_tune_epochs) o.tune_epochs = r.cfg.resnet_tune_epochs;
-  if (!r.cfg.resnet_percents.empty()) o.percents = r.cfg.resnet_percents;
-  o.freeze_streams = r.cfg.resnet_freeze_streams;
-  if (r.cfg.resnet_lr > 0) o.lr = r.cfg.resnet_lr;
-  if (r.cfg.resnet_tune_lr > 0) o.tune_lr = r.cfg.resnet_tune_lr;
-  if (r.cfg.resnet_lambda >= 0) o.lambda = r.cfg.resnet_lambda;
-  if (r.cfg.resnet_min_keep) o.min_keep = r.cfg.resnet_min_keep;
-  if (r.cfg.resnet_layer_keep >= 0) o.layer_keep = r.cfg.resnet_layer_keep;
   o.log_every = r.cfg.log_every;
   o.latency_repeats = r.cfg.latency_repeats;
   auto res = lab::run_slimming_resnet(o, r.d, r.out);
